@@ -1,0 +1,124 @@
+//! Messages of the sequencer role: the global sequencer that hands out log
+//! positions (CORFU §3.2, Tango §4, conditional tokens after vCorfu).
+
+// rkyv's derive generates resolver enums whose struct-variant fields carry
+// no docs; every item written here is documented by hand.
+#![allow(missing_docs)]
+
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::types::{Address, Epoch, StreamId};
+
+/// A conflict key of a transaction: a stream and a hash of the key touched
+/// within it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConflictKey {
+    /// The object's stream.
+    pub stream: StreamId,
+    /// Hash of the key within the object (0 for the whole object).
+    pub key_hash: u64,
+}
+
+/// The conditions attached to a conditional token.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TxnCondition {
+    /// The address the transaction read its snapshot at.
+    pub snapshot: Address,
+    /// Keys the transaction read: none may have been written after
+    /// `snapshot`.
+    pub read_set: Vec<ConflictKey>,
+    /// Keys the transaction writes: recorded as written at the granted
+    /// address.
+    pub write_set: Vec<ConflictKey>,
+}
+
+/// A request to the sequencer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum SequencerRequest {
+    /// Grant `count` consecutive addresses belonging to `streams`.
+    Token {
+        /// Number of addresses (at least 1).
+        count: u32,
+        /// Streams every granted address belongs to.
+        streams: Vec<StreamId>,
+        /// If set, grant only if the condition holds (transaction commit).
+        condition: Option<TxnCondition>,
+    },
+    /// Answer the global tail and the tails of `streams` without granting.
+    Tail {
+        /// Streams whose tails are wanted.
+        streams: Vec<StreamId>,
+    },
+    /// Which addresses of `stream` lie in `[from, to)`.
+    StreamAddresses {
+        /// The stream.
+        stream: StreamId,
+        /// First address.
+        from: Address,
+        /// One past the last address.
+        to: Address,
+    },
+    /// Fence the sequencer: reject requests of lower epochs.
+    Seal {
+        /// The new epoch.
+        epoch: Epoch,
+    },
+    /// Start serving `epoch` from the given tails (after a reconfiguration).
+    Bootstrap {
+        /// The epoch to serve.
+        epoch: Epoch,
+        /// The next address to grant.
+        next: Address,
+        /// Per stream, its last address.
+        stream_tails: Vec<(StreamId, Address)>,
+    },
+}
+
+impl SequencerRequest {
+    /// Short name of the request kind, for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SequencerRequest::Token { .. } => "sequencer.token",
+            SequencerRequest::Tail { .. } => "sequencer.tail",
+            SequencerRequest::StreamAddresses { .. } => "sequencer.stream_addresses",
+            SequencerRequest::Seal { .. } => "sequencer.seal",
+            SequencerRequest::Bootstrap { .. } => "sequencer.bootstrap",
+        }
+    }
+}
+
+/// An answer from the sequencer.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum SequencerResponse {
+    /// Addresses `[start, start + count)` are granted. For each stream, the
+    /// backpointer of `start` is the stream's previous tail; the
+    /// backpointer of `start + i` (i > 0) is `start + i - 1`.
+    Token {
+        /// The first granted address.
+        start: Address,
+        /// The number of granted addresses.
+        count: u32,
+        /// Per requested stream, its tail before this grant.
+        previous: Vec<(StreamId, Option<Address>)>,
+    },
+    /// A conditional token was refused: `key` was written at `address`,
+    /// after the snapshot (or the snapshot is below the floor).
+    Abort {
+        /// The conflicting key, if the abort is due to one key.
+        key: Option<ConflictKey>,
+        /// Where the conflicting write happened (or the floor).
+        address: Address,
+    },
+    /// Answer to `Tail`: the next address to be granted, and per stream its
+    /// last address.
+    Tail {
+        /// The next address the sequencer would grant.
+        next: Address,
+        /// Per requested stream, its last address.
+        streams: Vec<(StreamId, Option<Address>)>,
+    },
+    /// Answer to `StreamAddresses`, ascending.
+    Addresses(Vec<Address>),
+    /// Answer to `Seal` and `Bootstrap`.
+    Done,
+}

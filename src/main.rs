@@ -1,0 +1,245 @@
+//! The `corfu` command: runs nodes, talks to clusters, runs benchmarks.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use corfu::bench;
+use corfu::core::client_config::ClientConfig;
+use corfu::core::node::{self, NodeConfig};
+use corfu::core::transport::tls::{self, ClientTlsConfig};
+use corfu::core::transport::{ClientEndpoint, TransportConfig};
+use corfu::core::types::ClusterId;
+use corfu::core::wire::{Request, Response};
+
+/// corfu: a shared log (CORFU) with replicated objects (Tango), over QUIC.
+#[derive(Parser, Debug)]
+#[command(name = "corfu", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a node: one QUIC endpoint hosting the roles its config names.
+    Node {
+        /// The node's config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Ping a node and print who it is.
+    Ping(PingArgs),
+    /// The embedded demo (what `corfu` with no command runs).
+    Quickstart {
+        /// Keep the demo's data here instead of a temporary directory.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Benchmarks: each prints what it measured and the ratio to a baseline
+    /// measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct PingArgs {
+    /// A client config (cluster.toml); pings its first layout server unless
+    /// --addr is given.
+    #[arg(long)]
+    cluster: Option<PathBuf>,
+    /// The node's address (host:port).
+    #[arg(long)]
+    addr: Option<String>,
+    /// The cluster CA certificate (PEM), when no --cluster is given.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM), for nodes requiring client auth.
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// Number of pings.
+    #[arg(long, default_value_t = 3)]
+    count: u32,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// The transport against bare quinn: pipelined small requests/s and
+    /// one-at-a-time round-trip latency.
+    Rpc {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Requests outstanding at once in the pipelined phase.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Seconds per timed run.
+        #[arg(long, default_value_t = 2.0)]
+        seconds: f64,
+        /// Timed runs per side (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        // One line: the error and its causes.
+        let mut line = format!("error: {e}");
+        for cause in e.chain().skip(1) {
+            line.push_str(&format!(": {cause}"));
+        }
+        eprintln!("{line}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Quickstart { dir: None }) {
+        Command::Node { config } => run_node(config).await,
+        Command::Ping(args) => ping(args).await,
+        Command::Quickstart { dir } => corfu::quickstart::run(corfu::quickstart::QuickstartOptions { dir }).await,
+        Command::Bench { which } => match which {
+            BenchCommand::Rpc {
+                json,
+                concurrency,
+                seconds,
+                runs,
+            } => {
+                anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be positive");
+                anyhow::ensure!(concurrency > 0, "--concurrency must be positive");
+                anyhow::ensure!(runs > 0, "--runs must be positive");
+                let cfg = bench::rpc::RpcBenchConfig {
+                    concurrency,
+                    run: Duration::from_secs_f64(seconds),
+                    runs,
+                    latency_run: Duration::from_secs_f64(seconds),
+                };
+                let report = bench::rpc::run(&cfg).await?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print_rpc(&report);
+                }
+                Ok(())
+            }
+        },
+    }
+}
+
+fn print_rpc(r: &bench::rpc::RpcReport) {
+    println!(
+        "rpc: {} outstanding requests, {} B requests / {} B responses, {} streams per connection",
+        r.concurrency, r.request_bytes, r.response_bytes, r.streams
+    );
+    println!(
+        "  pipelined  corfu {:>10.0} req/s   bare quinn {:>10.0} req/s   ratio {:.2} (target >= 0.80)",
+        r.corfu.pipelined_rps, r.bare_quinn.pipelined_rps, r.ratio_rps
+    );
+    println!(
+        "  one-by-one corfu p50 {:>6.1} us p99 {:>6.1} us   bare quinn p50 {:>6.1} us p99 {:>6.1} us   p50 ratio {:.2} (target <= 1.30)",
+        r.corfu.latency.p50_us, r.corfu.latency.p99_us, r.bare_quinn.latency.p50_us, r.bare_quinn.latency.p99_us, r.ratio_p50
+    );
+}
+
+async fn run_node(path: PathBuf) -> anyhow::Result<()> {
+    let config = NodeConfig::load(&path)?;
+    let mut node = node::start(config).await?;
+    println!("node serving on {}", node.local_addr());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = node.wait() => anyhow::bail!("the node stopped unexpectedly"),
+    }
+    node.shutdown().await;
+    Ok(())
+}
+
+async fn ping(args: PingArgs) -> anyhow::Result<()> {
+    let (endpoint, addr) = match (&args.cluster, &args.ca) {
+        (Some(path), _) => {
+            let mut cfg = ClientConfig::load(path)?;
+            if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+                cfg.tls.cert = Some(cert.clone());
+                cfg.tls.key = Some(key.clone());
+            }
+            let addr = args.addr.clone().unwrap_or_else(|| cfg.layout_servers[0].clone());
+            (cfg.endpoint()?, addr)
+        }
+        (None, Some(ca)) => {
+            let addr = args.addr.clone().context("--addr is required without --cluster")?;
+            let tls_cfg = ClientTlsConfig {
+                ca_cert: ca.clone(),
+                cert: args.cert.clone(),
+                key: args.key.clone(),
+            };
+            let (roots, identity) = tls::load_client_tls(&tls_cfg)?;
+            let crypto = tls::client_crypto(&roots, identity.as_ref())?;
+            (ClientEndpoint::new(crypto, TransportConfig::default(), ClusterId::ANY)?, addr)
+        }
+        (None, None) => anyhow::bail!("give --cluster FILE, or --addr HOST:PORT with --ca FILE"),
+    };
+    let peer = endpoint.peer(&addr);
+    let info = match peer.call(0, Request::Info).await? {
+        Response::Info(info) => info,
+        Response::Error(e) => anyhow::bail!("{addr}: {e}"),
+        other => anyhow::bail!("{addr}: unexpected answer {other:?}"),
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({"addr": addr, "node_id": info.node_id, "cluster_id": info.cluster_id.to_string(),
+                "roles": info.roles.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                "protocol_version": info.protocol_version, "software_version": info.software_version})
+        );
+    } else {
+        println!(
+            "{addr}: node {} of cluster {}, roles {:?}, protocol v{}",
+            info.node_id, info.cluster_id, info.roles, info.protocol_version
+        );
+    }
+    for seq in 0..args.count {
+        let t = std::time::Instant::now();
+        let answer = peer.call(0, Request::Ping).await?;
+        let us = t.elapsed().as_secs_f64() * 1e6;
+        match answer {
+            Response::Pong => {
+                if args.json {
+                    println!("{}", serde_json::json!({"addr": addr, "seq": seq, "rtt_us": us.round()}));
+                } else {
+                    println!("pong from {addr}: seq {seq} time {us:.0} us");
+                }
+            }
+            Response::Error(e) => anyhow::bail!("{addr}: {e}"),
+            other => anyhow::bail!("{addr}: unexpected answer {other:?}"),
+        }
+    }
+    endpoint.close();
+    Ok(())
+}
