@@ -2,17 +2,18 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::config::TransportConfig;
 use super::{describe_connection_error, TransportError, FRAME_ERROR_CODE};
 use crate::types::{ClusterId, Epoch};
 use crate::wire::frame::{FrameDecoder, FrameEncoder};
+
 use crate::wire::{Header, Request, RequestFrame, Response, ResponseFrame, PROTOCOL_VERSION};
 
 /// A client QUIC endpoint with the cluster's TLS configuration. It keeps one
@@ -148,37 +149,44 @@ impl Peer {
         self.call_timeout(epoch, body, self.inner.config.request_timeout()).await
     }
 
-    /// Like [`Peer::call`] with an explicit timeout.
+    /// Like [`Peer::call`] with an explicit timeout. The timeout covers
+    /// waiting for an in-flight slot, connecting, and the answer; answers
+    /// are timed out by a per-connection sweeper, to within
+    /// [`SWEEP_INTERVAL`].
     pub async fn call_timeout(
         &self,
         epoch: Epoch,
         body: Request,
         timeout: Duration,
     ) -> Result<Response, TransportError> {
-        match tokio::time::timeout(timeout, self.call_inner(epoch, body)).await {
-            Ok(result) => result,
-            Err(_) => Err(TransportError::Timeout {
-                addr: self.inner.addr.clone(),
-                timeout_ms: timeout.as_millis() as u64,
-            }),
-        }
-    }
-
-    async fn call_inner(&self, epoch: Epoch, body: Request) -> Result<Response, TransportError> {
         let inner = &*self.inner;
-        // The semaphore is never closed, so acquire cannot fail.
-        let _permit = inner
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| TransportError::Endpoint("peer closed".into()))?;
-        let conn = self.connection().await?;
+        let deadline = Instant::now() + timeout;
+        let timed_out = || TransportError::Timeout {
+            addr: inner.addr.clone(),
+            timeout_ms: timeout.as_millis() as u64,
+        };
+        let _permit = match inner.in_flight.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => match tokio::time::timeout_at(deadline.into(), inner.in_flight.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => return Err(TransportError::Endpoint("peer closed".into())),
+                Err(_) => return Err(timed_out()),
+            },
+        };
+        let conn = match self.current() {
+            Some(conn) => conn,
+            None => match tokio::time::timeout_at(deadline.into(), self.connection()).await {
+                Ok(conn) => conn?,
+                Err(_) => return Err(timed_out()),
+            },
+        };
         let request_id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
         let stream = conn.pick();
-        let rx = stream.pending.register(request_id)?;
-        let _guard = PendingGuard {
+        let rx = stream.pending.register(request_id, deadline, timeout)?;
+        let mut guard = PendingGuard {
             pending: &stream.pending,
             request_id,
+            armed: true,
         };
         let frame = RequestFrame {
             header: Header {
@@ -189,10 +197,14 @@ impl Peer {
             },
             body,
         };
-        if stream.tx.send(frame).await.is_err() {
-            return Err(stream.pending.failure().unwrap_or_else(|| self.lost("stream closed")));
-        }
-        match rx.await {
+        stream
+            .outbox
+            .push(&frame, inner.config.frame_bytes_max)
+            .map_err(TransportError::Encode)?;
+        let result = rx.await;
+        // Whoever completed the request already removed it.
+        guard.armed = false;
+        match result {
             Ok(result) => result,
             Err(_) => Err(stream.pending.failure().unwrap_or_else(|| self.lost("stream closed"))),
         }
@@ -283,22 +295,20 @@ impl Peer {
                 .await
                 .map_err(|e| connect_error(&addr, &e))?;
             let pending = Arc::new(Pending::default());
-            let (tx, rx) = mpsc::channel(inner.config.requests_in_flight_max as usize);
-            tokio::spawn(write_loop(
-                send,
-                rx,
-                pending.clone(),
-                inner.config.clone(),
-                addr.clone(),
-            ));
+            let outbox = Arc::new(Outbox::default());
+            tokio::spawn(write_loop(send, outbox.clone(), pending.clone(), addr.clone()));
             tokio::spawn(read_loop(
                 recv,
                 pending.clone(),
                 inner.config.frame_bytes_max,
                 addr.clone(),
             ));
-            streams.push(StreamHandle { tx, pending });
+            streams.push(StreamHandle { outbox, pending });
         }
+        tokio::spawn(sweep_loop(
+            streams.iter().map(|s| s.pending.clone()).collect(),
+            addr.clone(),
+        ));
         tracing::debug!(peer = %addr, "connected");
         Ok(Conn {
             quinn: connection,
@@ -350,14 +360,17 @@ pub(crate) fn split_host_port(addr: &str) -> Option<(&str, u16)> {
 }
 
 struct Conn {
+    #[allow(dead_code)] // keeps the connection open while streams are idle
     quinn: quinn::Connection,
     streams: Box<[StreamHandle]>,
     next: AtomicUsize,
 }
 
 impl Conn {
+    /// Cheap: a stream's reader or writer marks it failed as soon as the
+    /// connection or the stream breaks, so no quinn lock is taken here.
     fn alive(&self) -> bool {
-        self.quinn.close_reason().is_none() && self.streams.iter().all(|s| !s.pending.is_failed())
+        self.streams.iter().all(|s| !s.pending.is_failed())
     }
 
     fn pick(&self) -> &StreamHandle {
@@ -367,21 +380,102 @@ impl Conn {
 }
 
 struct StreamHandle {
-    tx: mpsc::Sender<RequestFrame>,
+    outbox: Arc<Outbox>,
     pending: Arc<Pending>,
 }
 
+impl Drop for StreamHandle {
+    fn drop(&mut self) {
+        // The connection is being replaced or dropped: let the writer finish
+        // the stream, which ends the reader once the peer has answered.
+        self.outbox.close();
+    }
+}
+
+/// Encoded requests waiting for the stream's writer. Callers encode into
+/// the buffer directly; the writer takes everything queued in one write.
+#[derive(Default)]
+struct Outbox {
+    state: Mutex<OutboxState>,
+    notify: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct OutboxState {
+    buf: Vec<u8>,
+    encoder: FrameEncoder,
+    closed: bool,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn push(&self, frame: &RequestFrame, frame_bytes_max: u32) -> Result<(), crate::wire::FrameError> {
+        let was_empty = {
+            let mut state = self.lock();
+            let state = &mut *state;
+            let was_empty = state.buf.is_empty();
+            state.encoder.encode(frame, frame_bytes_max, &mut state.buf)?;
+            was_empty
+        };
+        if was_empty {
+            self.notify.notify_one();
+        }
+        Ok(())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+}
+
+/// How often a connection's sweeper looks for requests past their deadline.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(10);
+
 type Reply = oneshot::Sender<Result<Response, TransportError>>;
+
+/// A multiplicative hash for sequential request ids (cheaper than SipHash;
+/// ids are not attacker-chosen: this side assigns them).
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// Requests sent on one stream and not yet answered.
 #[derive(Default)]
 struct Pending {
     state: Mutex<PendingState>,
+    failed: AtomicBool,
+}
+
+struct Waiting {
+    deadline: Instant,
+    timeout: Duration,
+    reply: Reply,
 }
 
 #[derive(Default)]
 struct PendingState {
-    waiting: HashMap<u64, Reply>,
+    waiting: IdMap<Waiting>,
+    /// No waiting request has a deadline before this (a lower bound).
+    next_deadline: Option<Instant>,
     failed: Option<TransportError>,
 }
 
@@ -390,25 +484,65 @@ impl Pending {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(&self, request_id: u64) -> Result<oneshot::Receiver<Result<Response, TransportError>>, TransportError> {
+    fn register(
+        &self,
+        request_id: u64,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<oneshot::Receiver<Result<Response, TransportError>>, TransportError> {
         let mut state = self.lock();
         if let Some(e) = &state.failed {
             return Err(e.clone());
         }
-        let (tx, rx) = oneshot::channel();
-        state.waiting.insert(request_id, tx);
+        let (reply, rx) = oneshot::channel();
+        state.waiting.insert(
+            request_id,
+            Waiting {
+                deadline,
+                timeout,
+                reply,
+            },
+        );
+        if state.next_deadline.is_none_or(|d| deadline < d) {
+            state.next_deadline = Some(deadline);
+        }
         Ok(rx)
     }
 
     fn complete(&self, request_id: u64, result: Result<Response, TransportError>) {
-        let reply = self.lock().waiting.remove(&request_id);
-        if let Some(reply) = reply {
-            let _ = reply.send(result);
+        let waiting = self.lock().waiting.remove(&request_id);
+        if let Some(w) = waiting {
+            let _ = w.reply.send(result);
         }
     }
 
     fn remove(&self, request_id: u64) {
         self.lock().waiting.remove(&request_id);
+    }
+
+    /// Fails the requests whose deadline has passed.
+    fn expire(&self, now: Instant, addr: &str) {
+        let expired: Vec<Waiting> = {
+            let mut state = self.lock();
+            if state.next_deadline.is_none_or(|d| now < d) {
+                return;
+            }
+            let ids: Vec<u64> = state
+                .waiting
+                .iter()
+                .filter(|(_, w)| w.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired = ids.iter().filter_map(|id| state.waiting.remove(id)).collect();
+            state.next_deadline = state.waiting.values().map(|w| w.deadline).min();
+            expired
+        };
+        for w in expired {
+            let _ = w.reply.send(Err(TransportError::Timeout {
+                addr: addr.to_string(),
+                timeout_ms: w.timeout.as_millis() as u64,
+            }));
+        }
     }
 
     /// Fails every waiting request and every later registration.
@@ -418,10 +552,11 @@ impl Pending {
             if state.failed.is_none() {
                 state.failed = Some(error.clone());
             }
+            self.failed.store(true, Ordering::Release);
             std::mem::take(&mut state.waiting)
         };
-        for (_, reply) in waiting {
-            let _ = reply.send(Err(error.clone()));
+        for (_, w) in waiting {
+            let _ = w.reply.send(Err(error.clone()));
         }
     }
 
@@ -430,67 +565,81 @@ impl Pending {
     }
 
     fn is_failed(&self) -> bool {
-        self.lock().failed.is_some()
+        self.failed.load(Ordering::Acquire)
     }
 }
 
-/// Forgets a request whose caller gave up (timeout or cancellation).
+/// Forgets a request whose caller gave up (cancellation or encode error).
 struct PendingGuard<'a> {
     pending: &'a Pending,
     request_id: u64,
+    armed: bool,
 }
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.pending.remove(self.request_id);
+        if self.armed {
+            self.pending.remove(self.request_id);
+        }
     }
 }
 
-async fn write_loop(
-    mut send: quinn::SendStream,
-    mut rx: mpsc::Receiver<RequestFrame>,
-    pending: Arc<Pending>,
-    config: Arc<TransportConfig>,
-    addr: String,
-) {
-    let mut encoder = FrameEncoder::new();
-    let mut buf = Vec::with_capacity(64 * 1024);
-    let batch_max = config.write_batch_bytes_max as usize;
-    while let Some(first) = rx.recv().await {
-        buf.clear();
-        let mut next = Some(first);
-        while let Some(frame) = next.take() {
-            let mark = buf.len();
-            if let Err(e) = encoder.encode(&frame, config.frame_bytes_max, &mut buf) {
-                buf.truncate(mark);
-                pending.complete(frame.header.request_id, Err(TransportError::Encode(e)));
-            }
-            if buf.len() < batch_max {
-                next = rx.try_recv().ok();
-            }
+async fn sweep_loop(pendings: Vec<Arc<Pending>>, addr: String) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if pendings.iter().all(|p| p.is_failed()) {
+            return;
         }
-        if buf.is_empty() {
-            continue;
-        }
-        if let Err(e) = send.write_all(&buf).await {
-            let err = match e {
-                quinn::WriteError::ConnectionLost(c) => lost_error(&addr, &c),
-                quinn::WriteError::Stopped(code) if code == FRAME_ERROR_CODE.into() => {
-                    TransportError::ConnectionLost {
-                        addr: addr.clone(),
-                        reason: "the peer rejected a malformed frame and closed the stream".into(),
-                    }
-                }
-                other => TransportError::ConnectionLost {
-                    addr: addr.clone(),
-                    reason: other.to_string(),
-                },
-            };
-            pending.fail(err);
-            break;
+        let now = Instant::now();
+        for p in &pendings {
+            p.expire(now, &addr);
         }
     }
-    let _ = send.finish();
+}
+
+async fn write_loop(mut send: quinn::SendStream, outbox: Arc<Outbox>, pending: Arc<Pending>, addr: String) {
+    let mut spare = Vec::with_capacity(64 * 1024);
+    loop {
+        outbox.notify.notified().await;
+        // Let the other runnable tasks queue their requests first, so one
+        // write carries many frames under load; when idle this costs one
+        // trip through the scheduler.
+        tokio::task::yield_now().await;
+        let closed = {
+            let mut state = outbox.lock();
+            std::mem::swap(&mut state.buf, &mut spare);
+            state.closed
+        };
+        if !spare.is_empty() {
+            if let Err(e) = send.write_all(&spare).await {
+                let err = match e {
+                    quinn::WriteError::ConnectionLost(c) => lost_error(&addr, &c),
+                    quinn::WriteError::Stopped(code) if code == FRAME_ERROR_CODE.into() => {
+                        TransportError::ConnectionLost {
+                            addr: addr.clone(),
+                            reason: "the peer rejected a malformed frame and closed the stream".into(),
+                        }
+                    }
+                    other => TransportError::ConnectionLost {
+                        addr: addr.clone(),
+                        reason: other.to_string(),
+                    },
+                };
+                pending.fail(err);
+                return;
+            }
+            spare.clear();
+            if spare.capacity() > 4 << 20 {
+                spare = Vec::with_capacity(64 * 1024);
+            }
+        }
+        if closed {
+            let _ = send.finish();
+            return;
+        }
+    }
 }
 
 async fn read_loop(

@@ -16,7 +16,7 @@ pub mod config;
 mod server;
 pub mod tls;
 
-pub use client::{ClientEndpoint, Peer};
+pub use client::{ClientEndpoint, Peer, SWEEP_INTERVAL};
 pub(crate) use client::split_host_port;
 pub use config::TransportConfig;
 pub use server::{bind_server, serve, Service};

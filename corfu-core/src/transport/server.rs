@@ -98,23 +98,31 @@ async fn serve_stream(
 ) {
     let in_flight_max = config.server_stream_requests_in_flight_max as usize;
     let batch_max = config.write_batch_bytes_max as usize;
-    let mut decoder = FrameDecoder::new(config.frame_bytes_max);
+    let frame_bytes_max = config.frame_bytes_max;
+    let mut decoder = FrameDecoder::new(frame_bytes_max);
     let mut encoder = FrameEncoder::new();
     let mut out = Vec::with_capacity(64 * 1024);
     let mut in_flight = FuturesUnordered::new();
     let mut reading = true;
     let service = &*service;
-    let dispatch = |frame: RequestFrame| async move {
-        ResponseFrame {
-            request_id: frame.header.request_id,
-            body: service.handle(frame.header, frame.body).await,
-        }
-    };
     loop {
-        // Start what is buffered, up to the in-flight bound.
-        while in_flight.len() < in_flight_max {
+        // Start what is buffered, up to the in-flight bound. Requests that
+        // complete at once (most do) are answered without being queued.
+        while in_flight.len() < in_flight_max && out.len() < batch_max {
             match decoder.next_frame::<RequestFrame>() {
-                Ok(Some(frame)) => in_flight.push(dispatch(frame)),
+                Ok(Some(frame)) => {
+                    let request_id = frame.header.request_id;
+                    let mut answer = service.handle(frame.header, frame.body);
+                    match (&mut answer).now_or_never() {
+                        Some(body) => encode_answer(&mut encoder, ResponseFrame { request_id, body }, frame_bytes_max, &mut out),
+                        None => in_flight.push(async move {
+                            ResponseFrame {
+                                request_id,
+                                body: answer.await,
+                            }
+                        }),
+                    }
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%remote, error = %e, "malformed request frame; closing the stream");
@@ -124,33 +132,27 @@ async fn serve_stream(
                 }
             }
         }
+        // Collect the answers that are ready, then write them in one go.
+        while out.len() < batch_max {
+            match in_flight.next().now_or_never() {
+                Some(Some(response)) => encode_answer(&mut encoder, response, frame_bytes_max, &mut out),
+                _ => break,
+            }
+        }
+        if !out.is_empty() {
+            if let Err(e) = send.write_all(&out).await {
+                tracing::debug!(%remote, error = %e, "stream closed while answering");
+                return;
+            }
+            out.clear();
+            if out.capacity() > 4 << 20 {
+                out = Vec::with_capacity(64 * 1024);
+            }
+            continue;
+        }
         tokio::select! {
-            biased;
-            Some(first) = in_flight.next(), if !in_flight.is_empty() => {
-                out.clear();
-                let mut next = Some(first);
-                while let Some(response) = next.take() {
-                    let mark = out.len();
-                    if let Err(e) = encoder.encode(&response, config.frame_bytes_max, &mut out) {
-                        out.truncate(mark);
-                        let answer = ResponseFrame {
-                            request_id: response.request_id,
-                            body: Response::error(
-                                crate::wire::ServerErrorKind::Internal,
-                                format!("answer cannot be sent: {e}"),
-                            ),
-                        };
-                        // A short error always fits.
-                        let _ = encoder.encode(&answer, config.frame_bytes_max, &mut out);
-                    }
-                    if out.len() < batch_max {
-                        next = in_flight.next().now_or_never().flatten();
-                    }
-                }
-                if let Err(e) = send.write_all(&out).await {
-                    tracing::debug!(%remote, error = %e, "stream closed while answering");
-                    return;
-                }
+            Some(response) = in_flight.next(), if !in_flight.is_empty() => {
+                encode_answer(&mut encoder, response, frame_bytes_max, &mut out);
             }
             chunk = recv.read_chunk(usize::MAX, true), if reading && in_flight.len() < in_flight_max => {
                 match chunk {
@@ -171,4 +173,22 @@ async fn serve_stream(
         }
     }
     let _ = send.finish();
+}
+
+/// Appends an answer to `out`; an answer too large to send is replaced by an
+/// error answer, so the caller learns why instead of timing out.
+fn encode_answer(encoder: &mut FrameEncoder, response: ResponseFrame, frame_bytes_max: u32, out: &mut Vec<u8>) {
+    let mark = out.len();
+    if let Err(e) = encoder.encode(&response, frame_bytes_max, out) {
+        out.truncate(mark);
+        let answer = ResponseFrame {
+            request_id: response.request_id,
+            body: Response::error(
+                crate::wire::ServerErrorKind::Internal,
+                format!("answer cannot be sent: {e}"),
+            ),
+        };
+        // A short error always fits.
+        let _ = encoder.encode(&answer, frame_bytes_max, out);
+    }
 }
