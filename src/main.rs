@@ -83,10 +83,11 @@ enum BenchCommand {
         #[arg(long, default_value_t = 256)]
         concurrency: usize,
         /// Seconds per timed run.
-        #[arg(long, default_value_t = 2.0)]
+        #[arg(long, default_value_t = 1.0)]
         seconds: f64,
-        /// Timed runs per side (the median is reported).
-        #[arg(long, default_value_t = 3)]
+        /// Timed runs per side, alternating between the sides (the median
+        /// is reported).
+        #[arg(long, default_value_t = 5)]
         runs: usize,
     },
 }
@@ -137,7 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     concurrency,
                     run: Duration::from_secs_f64(seconds),
                     runs,
-                    latency_run: Duration::from_secs_f64(seconds),
+                    latency_run: Duration::from_secs_f64(seconds * 2.0),
                 };
                 let report = bench::rpc::run(&cfg).await?;
                 if json {

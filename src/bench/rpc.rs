@@ -44,9 +44,9 @@ impl Default for RpcBenchConfig {
     fn default() -> Self {
         RpcBenchConfig {
             concurrency: 256,
-            run: Duration::from_secs(2),
-            runs: 3,
-            latency_run: Duration::from_secs(2),
+            run: Duration::from_secs(1),
+            runs: 5,
+            latency_run: Duration::from_secs(1),
         }
     }
 }
@@ -136,22 +136,29 @@ pub async fn run(cfg: &RpcBenchConfig) -> anyhow::Result<RpcReport> {
     let peer = client.peer(&addr.to_string());
     let answer = peer.call(0, Request::Ping).await?;
     anyhow::ensure!(answer == Response::Pong, "unexpected answer {answer:?}");
+    // Bare quinn with the same TLS, windows, streams and frame sizes.
+    let bare = BareQuinn::start(&material, &transport, request_bytes, response_bytes).await?;
+
+    // Runs alternate between the two sides so that load from elsewhere on
+    // this shared machine hits both alike; medians are reported.
     let mut corfu_runs = Vec::new();
+    let mut bare_runs = Vec::new();
     for _ in 0..cfg.runs {
         corfu_runs.push(corfu_pipelined(&peer, cfg.concurrency, cfg.run).await?);
+        bare_runs.push(bare.pipelined(cfg.concurrency, cfg.run).await?);
     }
-    let corfu_latency = corfu_latency(&peer, cfg.latency_run).await?;
+    let mut corfu_samples = Vec::new();
+    let mut bare_samples = Vec::new();
+    let slice = cfg.latency_run / 4;
+    for _ in 0..4 {
+        corfu_samples.extend(corfu_latency(&peer, slice).await?);
+        bare_samples.extend(bare.latency(slice).await?);
+    }
+    let corfu_latency = percentiles(&mut corfu_samples);
+    let bare_latency = percentiles(&mut bare_samples);
     client.close();
     let _ = stop_tx.send(());
     let _ = server.await;
-
-    // Bare quinn with the same TLS, windows, streams and frame sizes.
-    let bare = BareQuinn::start(&material, &transport, request_bytes, response_bytes).await?;
-    let mut bare_runs = Vec::new();
-    for _ in 0..cfg.runs {
-        bare_runs.push(bare.pipelined(cfg.concurrency, cfg.run).await?);
-    }
-    let bare_latency = bare.latency(cfg.latency_run).await?;
     bare.stop();
 
     let corfu = SideResult {
@@ -224,7 +231,7 @@ async fn corfu_pipelined(
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn corfu_latency(peer: &corfu_core::transport::Peer, run: Duration) -> anyhow::Result<Percentiles> {
+async fn corfu_latency(peer: &corfu_core::transport::Peer, run: Duration) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::new();
     let deadline = Instant::now() + run;
     while Instant::now() < deadline {
@@ -233,7 +240,7 @@ async fn corfu_latency(peer: &corfu_core::transport::Peer, run: Duration) -> any
         samples.push(t.elapsed());
         anyhow::ensure!(answer == Response::Pong, "unexpected answer {answer:?}");
     }
-    Ok(percentiles(&mut samples))
+    Ok(samples)
 }
 
 /// A bare quinn echo server and client.
@@ -361,7 +368,7 @@ impl BareQuinn {
         Ok(done.load(Ordering::Relaxed) as f64 / run.as_secs_f64())
     }
 
-    async fn latency(&self, run: Duration) -> anyhow::Result<Percentiles> {
+    async fn latency(&self, run: Duration) -> anyhow::Result<Vec<Duration>> {
         let (mut send, mut recv) = self.conn.open_bi().await?;
         let frame = self.frame();
         let mut answer = vec![0u8; self.response_bytes];
@@ -374,7 +381,7 @@ impl BareQuinn {
             samples.push(t.elapsed());
         }
         send.finish()?;
-        Ok(percentiles(&mut samples))
+        Ok(samples)
     }
 
     fn stop(self) {

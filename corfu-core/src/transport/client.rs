@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use tokio::sync::{oneshot, Semaphore};
+use arc_swap::ArcSwapOption;
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::config::TransportConfig;
 use super::{describe_connection_error, TransportError, FRAME_ERROR_CODE};
@@ -111,15 +112,25 @@ struct PeerInner {
     endpoint: quinn::Endpoint,
     config: Arc<TransportConfig>,
     cluster_id: ClusterId,
-    conn: Mutex<Option<Arc<Conn>>>,
+    /// The live connection; read on every request without locking.
+    conn: ArcSwapOption<Conn>,
+    /// Serializes connection attempts; remembers the last failure.
     connecting: tokio::sync::Mutex<Option<(Instant, TransportError)>>,
     in_flight: Semaphore,
-    next_request_id: AtomicU64,
 }
 
 /// After a failed connection attempt, callers within this time get the same
 /// error instead of each waiting for its own attempt.
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How often a connection's sweeper looks for requests past their deadline.
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(10);
+
+thread_local! {
+    /// Per-thread stream choice: callers on one thread share a stream, so
+    /// threads rarely contend on a stream's lock.
+    static STREAM_CURSOR: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
 
 impl Peer {
     fn new(addr: &str, endpoint: quinn::Endpoint, config: Arc<TransportConfig>, cluster_id: ClusterId) -> Peer {
@@ -130,10 +141,9 @@ impl Peer {
                 endpoint,
                 config,
                 cluster_id,
-                conn: Mutex::new(None),
+                conn: ArcSwapOption::empty(),
                 connecting: tokio::sync::Mutex::new(None),
                 in_flight: Semaphore::new(permits),
-                next_request_id: AtomicU64::new(1),
             }),
         }
     }
@@ -173,64 +183,53 @@ impl Peer {
                 Err(_) => return Err(timed_out()),
             },
         };
-        let conn = match self.current() {
-            Some(conn) => conn,
+        let stream = match self.current_stream() {
+            Some(stream) => stream,
             None => match tokio::time::timeout_at(deadline.into(), self.connection()).await {
-                Ok(conn) => conn?,
+                Ok(conn) => conn?.pick(),
                 Err(_) => return Err(timed_out()),
             },
         };
-        let request_id = inner.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let stream = conn.pick();
-        let rx = stream.pending.register(request_id, deadline, timeout)?;
-        let mut guard = PendingGuard {
-            pending: &stream.pending,
+        let header = Header {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: inner.cluster_id,
+            epoch,
+            request_id: 0,
+        };
+        let (request_id, rx) = stream.send(header, body, deadline, timeout, inner.config.frame_bytes_max)?;
+        let mut guard = ForgetOnDrop {
+            stream: &stream,
             request_id,
             armed: true,
         };
-        let frame = RequestFrame {
-            header: Header {
-                protocol_version: PROTOCOL_VERSION,
-                cluster_id: inner.cluster_id,
-                epoch,
-                request_id,
-            },
-            body,
-        };
-        stream
-            .outbox
-            .push(&frame, inner.config.frame_bytes_max)
-            .map_err(TransportError::Encode)?;
         let result = rx.await;
         // Whoever completed the request already removed it.
         guard.armed = false;
         match result {
             Ok(result) => result,
-            Err(_) => Err(stream.pending.failure().unwrap_or_else(|| self.lost("stream closed"))),
+            Err(_) => Err(stream.failure().unwrap_or_else(|| TransportError::ConnectionLost {
+                addr: inner.addr.clone(),
+                reason: "stream closed".into(),
+            })),
         }
     }
 
-    fn lost(&self, reason: &str) -> TransportError {
-        TransportError::ConnectionLost {
-            addr: self.inner.addr.clone(),
-            reason: reason.to_string(),
-        }
-    }
-
-    fn current(&self) -> Option<Arc<Conn>> {
-        let guard = self.inner.conn.lock().unwrap_or_else(|p| p.into_inner());
-        guard.as_ref().filter(|c| c.alive()).cloned()
+    /// A stream of the live connection, if there is one.
+    fn current_stream(&self) -> Option<Arc<StreamShared>> {
+        let conn = self.inner.conn.load();
+        conn.as_ref().filter(|c| c.alive()).map(|c| c.pick())
     }
 
     /// The live connection, establishing one if there is none (one attempt
     /// at a time; failures are shared with callers arriving within
     /// [`RECONNECT_BACKOFF`]).
     async fn connection(&self) -> Result<Arc<Conn>, TransportError> {
-        if let Some(c) = self.current() {
+        let live = |conn: Option<Arc<Conn>>| conn.filter(|c| c.alive());
+        if let Some(c) = live(self.inner.conn.load_full()) {
             return Ok(c);
         }
         let mut last_failure = self.inner.connecting.lock().await;
-        if let Some(c) = self.current() {
+        if let Some(c) = live(self.inner.conn.load_full()) {
             return Ok(c);
         }
         if let Some((at, err)) = last_failure.as_ref() {
@@ -242,7 +241,7 @@ impl Peer {
             Ok(conn) => {
                 *last_failure = None;
                 let conn = Arc::new(conn);
-                *self.inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+                self.inner.conn.store(Some(conn.clone()));
                 Ok(conn)
             }
             Err(e) => {
@@ -294,26 +293,16 @@ impl Peer {
                 .open_bi()
                 .await
                 .map_err(|e| connect_error(&addr, &e))?;
-            let pending = Arc::new(Pending::default());
-            let outbox = Arc::new(Outbox::default());
-            tokio::spawn(write_loop(send, outbox.clone(), pending.clone(), addr.clone()));
-            tokio::spawn(read_loop(
-                recv,
-                pending.clone(),
-                inner.config.frame_bytes_max,
-                addr.clone(),
-            ));
-            streams.push(StreamHandle { outbox, pending });
+            let stream = Arc::new(StreamShared::new(addr.clone()));
+            tokio::spawn(write_loop(send, stream.clone()));
+            tokio::spawn(read_loop(recv, stream.clone(), inner.config.frame_bytes_max));
+            streams.push(stream);
         }
-        tokio::spawn(sweep_loop(
-            streams.iter().map(|s| s.pending.clone()).collect(),
-            addr.clone(),
-        ));
+        tokio::spawn(sweep_loop(streams.clone()));
         tracing::debug!(peer = %addr, "connected");
         Ok(Conn {
-            quinn: connection,
+            _quinn: connection,
             streams: streams.into_boxed_slice(),
-            next: AtomicUsize::new(0),
         })
     }
 }
@@ -359,86 +348,48 @@ pub(crate) fn split_host_port(addr: &str) -> Option<(&str, u16)> {
     Some((host, port))
 }
 
+/// One established connection and its long-lived streams.
 struct Conn {
-    #[allow(dead_code)] // keeps the connection open while streams are idle
-    quinn: quinn::Connection,
-    streams: Box<[StreamHandle]>,
-    next: AtomicUsize,
+    /// Keeps the connection open while its streams are idle.
+    _quinn: quinn::Connection,
+    streams: Box<[Arc<StreamShared>]>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        // Replaced or dropped: let each writer finish its stream, which ends
+        // the reader once the peer has answered what was sent.
+        for stream in self.streams.iter() {
+            stream.close();
+        }
+    }
 }
 
 impl Conn {
     /// Cheap: a stream's reader or writer marks it failed as soon as the
     /// connection or the stream breaks, so no quinn lock is taken here.
     fn alive(&self) -> bool {
-        self.streams.iter().all(|s| !s.pending.is_failed())
+        self.streams.iter().all(|s| !s.is_failed())
     }
 
-    fn pick(&self) -> &StreamHandle {
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.streams.len();
-        &self.streams[i]
+    fn pick(&self) -> Arc<StreamShared> {
+        let n = self.streams.len();
+        let i = STREAM_CURSOR.with(|cursor| {
+            let mut i = cursor.get();
+            if i == usize::MAX {
+                i = rand::random::<u32>() as usize;
+            }
+            cursor.set(i.wrapping_add(1));
+            i
+        });
+        self.streams[i % n].clone()
     }
 }
-
-struct StreamHandle {
-    outbox: Arc<Outbox>,
-    pending: Arc<Pending>,
-}
-
-impl Drop for StreamHandle {
-    fn drop(&mut self) {
-        // The connection is being replaced or dropped: let the writer finish
-        // the stream, which ends the reader once the peer has answered.
-        self.outbox.close();
-    }
-}
-
-/// Encoded requests waiting for the stream's writer. Callers encode into
-/// the buffer directly; the writer takes everything queued in one write.
-#[derive(Default)]
-struct Outbox {
-    state: Mutex<OutboxState>,
-    notify: tokio::sync::Notify,
-}
-
-#[derive(Default)]
-struct OutboxState {
-    buf: Vec<u8>,
-    encoder: FrameEncoder,
-    closed: bool,
-}
-
-impl Outbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn push(&self, frame: &RequestFrame, frame_bytes_max: u32) -> Result<(), crate::wire::FrameError> {
-        let was_empty = {
-            let mut state = self.lock();
-            let state = &mut *state;
-            let was_empty = state.buf.is_empty();
-            state.encoder.encode(frame, frame_bytes_max, &mut state.buf)?;
-            was_empty
-        };
-        if was_empty {
-            self.notify.notify_one();
-        }
-        Ok(())
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.notify.notify_one();
-    }
-}
-
-/// How often a connection's sweeper looks for requests past their deadline.
-pub const SWEEP_INTERVAL: Duration = Duration::from_millis(10);
 
 type Reply = oneshot::Sender<Result<Response, TransportError>>;
 
-/// A multiplicative hash for sequential request ids (cheaper than SipHash;
-/// ids are not attacker-chosen: this side assigns them).
+/// A multiplicative hash for request ids (cheaper than SipHash; ids are
+/// assigned by this side, not chosen by the peer).
 #[derive(Default, Clone, Copy)]
 struct IdHasher(u64);
 
@@ -458,70 +409,115 @@ impl std::hash::Hasher for IdHasher {
 
 type IdMap<V> = HashMap<u64, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Requests sent on one stream and not yet answered.
-#[derive(Default)]
-struct Pending {
-    state: Mutex<PendingState>,
-    failed: AtomicBool,
-}
-
 struct Waiting {
     deadline: Instant,
     timeout: Duration,
     reply: Reply,
 }
 
+/// What callers, the writer, the reader and the sweeper of one stream
+/// share: the requests waiting for answers and the encoded requests waiting
+/// to be written, under one lock.
+struct StreamShared {
+    addr: String,
+    state: Mutex<StreamState>,
+    /// Wakes the writer when the outbox becomes non-empty or is closed.
+    writable: Notify,
+    failed: AtomicBool,
+}
+
 #[derive(Default)]
-struct PendingState {
+struct StreamState {
+    next_request_id: u64,
     waiting: IdMap<Waiting>,
     /// No waiting request has a deadline before this (a lower bound).
     next_deadline: Option<Instant>,
     failed: Option<TransportError>,
+    outbox: Vec<u8>,
+    encoder: FrameEncoder,
+    closed: bool,
 }
 
-impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+impl StreamShared {
+    fn new(addr: String) -> StreamShared {
+        StreamShared {
+            addr,
+            state: Mutex::new(StreamState::default()),
+            writable: Notify::new(),
+            failed: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StreamState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn register(
+    /// Assigns a request id, encodes the request into the outbox and
+    /// registers the caller.
+    #[allow(clippy::type_complexity)]
+    fn send(
         &self,
-        request_id: u64,
+        mut header: Header,
+        body: Request,
         deadline: Instant,
         timeout: Duration,
-    ) -> Result<oneshot::Receiver<Result<Response, TransportError>>, TransportError> {
-        let mut state = self.lock();
-        if let Some(e) = &state.failed {
-            return Err(e.clone());
-        }
+        frame_bytes_max: u32,
+    ) -> Result<(u64, oneshot::Receiver<Result<Response, TransportError>>), TransportError> {
         let (reply, rx) = oneshot::channel();
-        state.waiting.insert(
-            request_id,
-            Waiting {
-                deadline,
-                timeout,
-                reply,
-            },
-        );
-        if state.next_deadline.is_none_or(|d| deadline < d) {
-            state.next_deadline = Some(deadline);
+        let (request_id, was_empty) = {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            if let Some(e) = &state.failed {
+                return Err(e.clone());
+            }
+            state.next_request_id += 1;
+            header.request_id = state.next_request_id;
+            let was_empty = state.outbox.is_empty();
+            state
+                .encoder
+                .encode(&RequestFrame { header, body }, frame_bytes_max, &mut state.outbox)
+                .map_err(TransportError::Encode)?;
+            state.waiting.insert(
+                header.request_id,
+                Waiting {
+                    deadline,
+                    timeout,
+                    reply,
+                },
+            );
+            if state.next_deadline.is_none_or(|d| deadline < d) {
+                state.next_deadline = Some(deadline);
+            }
+            (header.request_id, was_empty)
+        };
+        if was_empty {
+            self.writable.notify_one();
         }
-        Ok(rx)
+        Ok((request_id, rx))
     }
 
-    fn complete(&self, request_id: u64, result: Result<Response, TransportError>) {
-        let waiting = self.lock().waiting.remove(&request_id);
-        if let Some(w) = waiting {
-            let _ = w.reply.send(result);
+    /// Delivers answers (one lock for a whole read).
+    fn complete(&self, answers: &mut Vec<ResponseFrame>) {
+        let mut replies = Vec::with_capacity(answers.len());
+        {
+            let mut state = self.lock();
+            for answer in answers.drain(..) {
+                if let Some(w) = state.waiting.remove(&answer.request_id) {
+                    replies.push((w.reply, answer.body));
+                }
+            }
+        }
+        for (reply, body) in replies {
+            let _ = reply.send(Ok(body));
         }
     }
 
-    fn remove(&self, request_id: u64) {
+    fn forget(&self, request_id: u64) {
         self.lock().waiting.remove(&request_id);
     }
 
     /// Fails the requests whose deadline has passed.
-    fn expire(&self, now: Instant, addr: &str) {
+    fn expire(&self, now: Instant) {
         let expired: Vec<Waiting> = {
             let mut state = self.lock();
             if state.next_deadline.is_none_or(|d| now < d) {
@@ -539,19 +535,20 @@ impl Pending {
         };
         for w in expired {
             let _ = w.reply.send(Err(TransportError::Timeout {
-                addr: addr.to_string(),
+                addr: self.addr.clone(),
                 timeout_ms: w.timeout.as_millis() as u64,
             }));
         }
     }
 
-    /// Fails every waiting request and every later registration.
+    /// Fails every waiting request and every later one.
     fn fail(&self, error: TransportError) {
         let waiting = {
             let mut state = self.lock();
             if state.failed.is_none() {
                 state.failed = Some(error.clone());
             }
+            state.outbox = Vec::new();
             self.failed.store(true, Ordering::Release);
             std::mem::take(&mut state.waiting)
         };
@@ -567,55 +564,61 @@ impl Pending {
     fn is_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)
     }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.writable.notify_one();
+    }
 }
 
-/// Forgets a request whose caller gave up (cancellation or encode error).
-struct PendingGuard<'a> {
-    pending: &'a Pending,
+/// Forgets a request whose caller gave up (its future was dropped).
+struct ForgetOnDrop<'a> {
+    stream: &'a StreamShared,
     request_id: u64,
     armed: bool,
 }
 
-impl Drop for PendingGuard<'_> {
+impl Drop for ForgetOnDrop<'_> {
     fn drop(&mut self) {
         if self.armed {
-            self.pending.remove(self.request_id);
+            self.stream.forget(self.request_id);
         }
     }
 }
 
-async fn sweep_loop(pendings: Vec<Arc<Pending>>, addr: String) {
+async fn sweep_loop(streams: Vec<Arc<StreamShared>>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if pendings.iter().all(|p| p.is_failed()) {
+        if streams.iter().all(|s| s.is_failed()) {
             return;
         }
         let now = Instant::now();
-        for p in &pendings {
-            p.expire(now, &addr);
+        for s in &streams {
+            s.expire(now);
         }
     }
 }
 
-async fn write_loop(mut send: quinn::SendStream, outbox: Arc<Outbox>, pending: Arc<Pending>, addr: String) {
+async fn write_loop(mut send: quinn::SendStream, stream: Arc<StreamShared>) {
     let mut spare = Vec::with_capacity(64 * 1024);
     loop {
-        outbox.notify.notified().await;
+        stream.writable.notified().await;
         // Let the other runnable tasks queue their requests first, so one
         // write carries many frames under load; when idle this costs one
         // trip through the scheduler.
         tokio::task::yield_now().await;
         let closed = {
-            let mut state = outbox.lock();
-            std::mem::swap(&mut state.buf, &mut spare);
+            let mut state = stream.lock();
+            std::mem::swap(&mut state.outbox, &mut spare);
             state.closed
         };
         if !spare.is_empty() {
             if let Err(e) = send.write_all(&spare).await {
+                let addr = &stream.addr;
                 let err = match e {
-                    quinn::WriteError::ConnectionLost(c) => lost_error(&addr, &c),
+                    quinn::WriteError::ConnectionLost(c) => lost_error(addr, &c),
                     quinn::WriteError::Stopped(code) if code == FRAME_ERROR_CODE.into() => {
                         TransportError::ConnectionLost {
                             addr: addr.clone(),
@@ -627,7 +630,7 @@ async fn write_loop(mut send: quinn::SendStream, outbox: Arc<Outbox>, pending: A
                         reason: other.to_string(),
                     },
                 };
-                pending.fail(err);
+                stream.fail(err);
                 return;
             }
             spare.clear();
@@ -642,55 +645,50 @@ async fn write_loop(mut send: quinn::SendStream, outbox: Arc<Outbox>, pending: A
     }
 }
 
-async fn read_loop(
-    mut recv: quinn::RecvStream,
-    pending: Arc<Pending>,
-    frame_bytes_max: u32,
-    addr: String,
-) {
+async fn read_loop(mut recv: quinn::RecvStream, stream: Arc<StreamShared>, frame_bytes_max: u32) {
+    let addr = stream.addr.clone();
     let mut decoder = FrameDecoder::new(frame_bytes_max);
+    let mut answers = Vec::new();
     let error = loop {
         match recv.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => {
                 decoder.extend(&chunk.bytes);
-                loop {
+                let decoded = loop {
                     match decoder.next_frame::<ResponseFrame>() {
-                        Ok(Some(frame)) => pending.complete(frame.request_id, Ok(frame.body)),
-                        Ok(None) => break,
-                        Err(source) => {
-                            tracing::warn!(peer = %addr, error = %source, "malformed response frame; closing the stream");
-                            let _ = recv.stop(FRAME_ERROR_CODE.into());
-                            pending.fail(TransportError::Frame {
-                                addr: addr.clone(),
-                                source,
-                            });
-                            return;
-                        }
+                        Ok(Some(frame)) => answers.push(frame),
+                        Ok(None) => break Ok(()),
+                        Err(e) => break Err(e),
                     }
+                };
+                stream.complete(&mut answers);
+                if let Err(source) = decoded {
+                    tracing::warn!(peer = %addr, error = %source, "malformed response frame; closing the stream");
+                    let _ = recv.stop(FRAME_ERROR_CODE.into());
+                    break TransportError::Frame { addr, source };
                 }
             }
             Ok(None) => {
                 break TransportError::ConnectionLost {
-                    addr: addr.clone(),
+                    addr,
                     reason: "the peer finished the stream".into(),
                 }
             }
             Err(quinn::ReadError::ConnectionLost(e)) => break lost_error(&addr, &e),
             Err(quinn::ReadError::Reset(code)) if code == FRAME_ERROR_CODE.into() => {
                 break TransportError::ConnectionLost {
-                    addr: addr.clone(),
+                    addr,
                     reason: "the peer rejected a malformed frame and closed the stream".into(),
                 }
             }
             Err(e) => {
                 break TransportError::ConnectionLost {
-                    addr: addr.clone(),
+                    addr,
                     reason: e.to_string(),
                 }
             }
         }
     };
-    pending.fail(error);
+    stream.fail(error);
 }
 
 #[cfg(test)]
