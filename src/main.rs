@@ -101,7 +101,10 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -123,7 +126,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Quickstart { dir: None }) {
         Command::Node { config } => run_node(config).await,
         Command::Ping(args) => ping(args).await,
-        Command::Quickstart { dir } => corfu::quickstart::run(corfu::quickstart::QuickstartOptions { dir }).await,
+        Command::Quickstart { dir } => {
+            corfu::quickstart::run(corfu::quickstart::QuickstartOptions { dir }).await
+        }
         Command::Bench { which } => match which {
             BenchCommand::Rpc {
                 json,
@@ -131,7 +136,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 seconds,
                 runs,
             } => {
-                anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be positive");
+                anyhow::ensure!(
+                    seconds > 0.0 && seconds.is_finite(),
+                    "--seconds must be positive"
+                );
                 anyhow::ensure!(concurrency > 0, "--concurrency must be positive");
                 anyhow::ensure!(runs > 0, "--runs must be positive");
                 let cfg = bench::rpc::RpcBenchConfig {
@@ -190,11 +198,17 @@ async fn ping(args: PingArgs) -> anyhow::Result<()> {
                 cfg.tls.cert = Some(cert.clone());
                 cfg.tls.key = Some(key.clone());
             }
-            let addr = args.addr.clone().unwrap_or_else(|| cfg.layout_servers[0].clone());
+            let addr = args
+                .addr
+                .clone()
+                .unwrap_or_else(|| cfg.layout_servers[0].clone());
             (cfg.endpoint()?, addr)
         }
         (None, Some(ca)) => {
-            let addr = args.addr.clone().context("--addr is required without --cluster")?;
+            let addr = args
+                .addr
+                .clone()
+                .context("--addr is required without --cluster")?;
             let tls_cfg = ClientTlsConfig {
                 ca_cert: ca.clone(),
                 cert: args.cert.clone(),
@@ -202,7 +216,10 @@ async fn ping(args: PingArgs) -> anyhow::Result<()> {
             };
             let (roots, identity) = tls::load_client_tls(&tls_cfg)?;
             let crypto = tls::client_crypto(&roots, identity.as_ref())?;
-            (ClientEndpoint::new(crypto, TransportConfig::default(), ClusterId::ANY)?, addr)
+            (
+                ClientEndpoint::new(crypto, TransportConfig::default(), ClusterId::ANY)?,
+                addr,
+            )
         }
         (None, None) => anyhow::bail!("give --cluster FILE, or --addr HOST:PORT with --ca FILE"),
     };
@@ -232,7 +249,10 @@ async fn ping(args: PingArgs) -> anyhow::Result<()> {
         match answer {
             Response::Pong => {
                 if args.json {
-                    println!("{}", serde_json::json!({"addr": addr, "seq": seq, "rtt_us": us.round()}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"addr": addr, "seq": seq, "rtt_us": us.round()})
+                    );
                 } else {
                     println!("pong from {addr}: seq {seq} time {us:.0} us");
                 }

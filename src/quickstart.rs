@@ -48,7 +48,10 @@ pub async fn run(opts: QuickstartOptions) -> anyhow::Result<()> {
     };
     let node = node::start(config).await.context("starting the node")?;
     let addr = node.local_addr().to_string();
-    println!("started node n1 on {addr} (QUIC, TLS 1.3, client certificates required); data in {}", data_dir.display());
+    println!(
+        "started node n1 on {addr} (QUIC, TLS 1.3, client certificates required); data in {}",
+        data_dir.display()
+    );
 
     // A client certificate issued by the cluster CA the node generated.
     let tls_dir = data_dir.join("tls");
@@ -75,10 +78,16 @@ pub async fn run(opts: QuickstartOptions) -> anyhow::Result<()> {
         let t = Instant::now();
         let answer = peer.call(0, Request::Ping).await?;
         samples.push(t.elapsed());
-        anyhow::ensure!(answer == Response::Pong, "unexpected answer to Ping: {answer:?}");
+        anyhow::ensure!(
+            answer == Response::Pong,
+            "unexpected answer to Ping: {answer:?}"
+        );
     }
     let p = percentiles(&mut samples);
-    println!("ping: {} round trips one at a time, p50 {:.0} us, p99 {:.0} us", p.count, p.p50_us, p.p99_us);
+    println!(
+        "ping: {} round trips one at a time, p50 {:.0} us, p99 {:.0} us",
+        p.count, p.p50_us, p.p99_us
+    );
 
     let total = 100_000;
     let t = Instant::now();
@@ -107,7 +116,11 @@ pub async fn run(opts: QuickstartOptions) -> anyhow::Result<()> {
         TransportConfig::default(),
         ClusterId::random(),
     )?;
-    match stranger.peer(&addr).call(0, Request::LogUnit(corfu_core::wire::LogUnitRequest::Tail)).await? {
+    match stranger
+        .peer(&addr)
+        .call(0, Request::LogUnit(corfu_core::wire::LogUnitRequest::Tail))
+        .await?
+    {
         Response::Error(e) => println!("a client of another cluster is refused: {e}"),
         other => anyhow::bail!("a client of another cluster got {other:?}"),
     }
@@ -123,7 +136,9 @@ pub async fn run(opts: QuickstartOptions) -> anyhow::Result<()> {
         node.cluster_id(),
     )?;
     match anonymous.peer(&addr).call(0, Request::Ping).await {
-        Err(e @ TransportError::Tls { .. }) => println!("a client without a certificate is refused: {e}"),
+        Err(e @ TransportError::Tls { .. }) => {
+            println!("a client without a certificate is refused: {e}")
+        }
         other => anyhow::bail!("a client without a certificate was not refused: {other:?}"),
     }
     anonymous.close();

@@ -60,15 +60,21 @@ impl ClientConfig {
         })?;
         let mut config: ClientConfig = parse_toml(&text, &file)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        for p in [Some(&mut config.tls.ca_cert), config.tls.cert.as_mut(), config.tls.key.as_mut()]
-            .into_iter()
-            .flatten()
+        for p in [
+            Some(&mut config.tls.ca_cert),
+            config.tls.cert.as_mut(),
+            config.tls.key.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
-        config.validate().map_err(|message| ConfigError { file, message })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError { file, message })?;
         Ok(config)
     }
 
@@ -85,7 +91,7 @@ impl ClientConfig {
         if self.cluster_id == ClusterId::ANY {
             return Err("field `cluster_id`: the all-zero id is reserved".into());
         }
-        self.transport.validate().map_err(|e| format!("field `{e}"))
+        self.transport.validate()
     }
 
     /// A client endpoint trusting the cluster CA (and presenting the client
@@ -93,6 +99,10 @@ impl ClientConfig {
     pub fn endpoint(&self) -> Result<ClientEndpoint, ClientSetupError> {
         let (ca, identity) = tls::load_client_tls(&self.tls)?;
         let crypto = tls::client_crypto(&ca, identity.as_ref())?;
-        Ok(ClientEndpoint::new(crypto, self.transport.clone(), self.cluster_id)?)
+        Ok(ClientEndpoint::new(
+            crypto,
+            self.transport.clone(),
+            self.cluster_id,
+        )?)
     }
 }

@@ -171,6 +171,9 @@ mod tests {
             0x6c62272e07bb014262b821756295c58d
         );
         assert_ne!(StreamId::from_name("a"), StreamId::from_name("b"));
-        assert_eq!(StreamId::from_name("accounts"), StreamId::from_name("accounts"));
+        assert_eq!(
+            StreamId::from_name("accounts"),
+            StreamId::from_name("accounts")
+        );
     }
 }

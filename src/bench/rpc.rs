@@ -231,7 +231,10 @@ async fn corfu_pipelined(
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn corfu_latency(peer: &corfu_core::transport::Peer, run: Duration) -> anyhow::Result<Vec<Duration>> {
+async fn corfu_latency(
+    peer: &corfu_core::transport::Peer,
+    run: Duration,
+) -> anyhow::Result<Vec<Duration>> {
     let mut samples = Vec::new();
     let deadline = Instant::now() + run;
     while Instant::now() < deadline {
@@ -393,7 +396,11 @@ impl BareQuinn {
 
 /// Echo server side: cuts length-prefixed frames and answers each with a
 /// response frame, all answers of a read in one write.
-async fn bare_echo(mut send: quinn::SendStream, mut recv: quinn::RecvStream, response_bytes: usize) {
+async fn bare_echo(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    response_bytes: usize,
+) {
     let mut response = ((response_bytes - 4) as u32).to_le_bytes().to_vec();
     response.resize(response_bytes, 0xA5);
     let mut buffered: Vec<u8> = Vec::with_capacity(64 * 1024);

@@ -60,7 +60,10 @@ pub struct ConfigError {
 
 /// Parses a TOML document into `T`, reporting errors as one line naming the
 /// field (`field `a.b`: ...`) or the line of a syntax error.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, file: &str) -> Result<T, ConfigError> {
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, ConfigError> {
     let de = toml::Deserializer::new(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -91,7 +94,9 @@ impl NodeConfig {
         let mut config: NodeConfig = parse_toml(&text, &file)?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve_paths(base);
-        config.validate().map_err(|message| ConfigError { file, message })?;
+        config
+            .validate()
+            .map_err(|message| ConfigError { file, message })?;
         Ok(config)
     }
 
@@ -134,7 +139,9 @@ impl NodeConfig {
         if self.cluster_id == Some(ClusterId::ANY) {
             return Err("field `cluster_id`: the all-zero id is reserved".into());
         }
-        self.transport.validate().map_err(|e| format!("field `{e}"))?;
+        self.transport
+            .validate()
+            .map_err(|e| format!("field `{e}"))?;
         Ok(())
     }
 }
@@ -148,7 +155,9 @@ pub fn validate_node_id(id: &str) -> Result<(), String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        return Err(format!("{id:?} may only hold letters, digits, '-', '_' and '.'"));
+        return Err(format!(
+            "{id:?} may only hold letters, digits, '-', '_' and '.'"
+        ));
     }
     Ok(())
 }

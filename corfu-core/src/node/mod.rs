@@ -37,7 +37,9 @@ pub enum NodeError {
     },
     /// The configured cluster id differs from the one stored in the data
     /// directory.
-    #[error("cluster_id: config says {configured} but data_dir {path} belongs to cluster {stored}")]
+    #[error(
+        "cluster_id: config says {configured} but data_dir {path} belongs to cluster {stored}"
+    )]
     ClusterMismatch {
         /// From the config.
         configured: ClusterId,
@@ -115,7 +117,12 @@ impl NodeService {
     /// A service for a node hosting `hosted` roles, with the given
     /// implementations (roles hosted but not implemented answer
     /// `Unsupported`).
-    pub fn new(node_id: &str, cluster_id: ClusterId, hosted: &[Role], roles: HashMap<Role, Arc<dyn Service>>) -> NodeService {
+    pub fn new(
+        node_id: &str,
+        cluster_id: ClusterId,
+        hosted: &[Role],
+        roles: HashMap<Role, Arc<dyn Service>>,
+    ) -> NodeService {
         let mut hosted = hosted.to_vec();
         hosted.sort();
         NodeService {
@@ -144,7 +151,9 @@ impl Service for NodeService {
             );
         }
         let discovery = matches!(body, Request::Ping | Request::Info);
-        if header.cluster_id != self.info.cluster_id && !(discovery && header.cluster_id == ClusterId::ANY) {
+        if header.cluster_id != self.info.cluster_id
+            && !(discovery && header.cluster_id == ClusterId::ANY)
+        {
             return Response::error(
                 ServerErrorKind::WrongCluster,
                 format!(
@@ -165,14 +174,21 @@ impl Service for NodeService {
         if !self.info.roles.contains(&role) {
             return Response::error(
                 ServerErrorKind::RoleNotHosted,
-                format!("node {} does not host the {role} role ({})", self.info.node_id, body.kind()),
+                format!(
+                    "node {} does not host the {role} role ({})",
+                    self.info.node_id,
+                    body.kind()
+                ),
             );
         }
         match self.roles.get(&role) {
             Some(service) => service.handle(header, body).await,
             None => Response::error(
                 ServerErrorKind::Unsupported,
-                format!("the {role} role is not implemented in this version ({})", body.kind()),
+                format!(
+                    "the {role} role is not implemented in this version ({})",
+                    body.kind()
+                ),
             ),
         }
     }
@@ -195,7 +211,12 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         path: data_dir.clone(),
         reason: format!("endpoint address: {e}"),
     })?;
-    let service = Arc::new(NodeService::new(&config.node_id, cluster_id, &config.roles, HashMap::new()));
+    let service = Arc::new(NodeService::new(
+        &config.node_id,
+        cluster_id,
+        &config.roles,
+        HashMap::new(),
+    ));
     let (tx, rx) = oneshot::channel::<()>();
     let transport = Arc::new(config.transport.clone());
     let node_id = config.node_id.clone();

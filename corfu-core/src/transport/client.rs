@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use dashmap::DashMap;
 use arc_swap::ArcSwapOption;
+use dashmap::DashMap;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::config::TransportConfig;
@@ -74,7 +74,14 @@ impl ClientEndpoint {
         self.inner
             .peers
             .entry(addr.to_string())
-            .or_insert_with(|| Peer::new(addr, self.inner.endpoint.clone(), self.inner.config.clone(), self.inner.cluster_id))
+            .or_insert_with(|| {
+                Peer::new(
+                    addr,
+                    self.inner.endpoint.clone(),
+                    self.inner.config.clone(),
+                    self.inner.cluster_id,
+                )
+            })
             .clone()
     }
 
@@ -103,7 +110,9 @@ pub struct Peer {
 
 impl std::fmt::Debug for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Peer").field("addr", &self.inner.addr).finish()
+        f.debug_struct("Peer")
+            .field("addr", &self.inner.addr)
+            .finish()
     }
 }
 
@@ -133,7 +142,12 @@ thread_local! {
 }
 
 impl Peer {
-    fn new(addr: &str, endpoint: quinn::Endpoint, config: Arc<TransportConfig>, cluster_id: ClusterId) -> Peer {
+    fn new(
+        addr: &str,
+        endpoint: quinn::Endpoint,
+        config: Arc<TransportConfig>,
+        cluster_id: ClusterId,
+    ) -> Peer {
         let permits = config.requests_in_flight_max as usize;
         Peer {
             inner: Arc::new(PeerInner {
@@ -156,7 +170,8 @@ impl Peer {
     /// Sends `body` with the given epoch and waits for the answer, within
     /// the configured request timeout.
     pub async fn call(&self, epoch: Epoch, body: Request) -> Result<Response, TransportError> {
-        self.call_timeout(epoch, body, self.inner.config.request_timeout()).await
+        self.call_timeout(epoch, body, self.inner.config.request_timeout())
+            .await
     }
 
     /// Like [`Peer::call`] with an explicit timeout. The timeout covers
@@ -177,11 +192,13 @@ impl Peer {
         };
         let _permit = match inner.in_flight.try_acquire() {
             Ok(permit) => permit,
-            Err(_) => match tokio::time::timeout_at(deadline.into(), inner.in_flight.acquire()).await {
-                Ok(Ok(permit)) => permit,
-                Ok(Err(_)) => return Err(TransportError::Endpoint("peer closed".into())),
-                Err(_) => return Err(timed_out()),
-            },
+            Err(_) => {
+                match tokio::time::timeout_at(deadline.into(), inner.in_flight.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return Err(TransportError::Endpoint("peer closed".into())),
+                    Err(_) => return Err(timed_out()),
+                }
+            }
         };
         let stream = match self.current_stream() {
             Some(stream) => stream,
@@ -196,7 +213,13 @@ impl Peer {
             epoch,
             request_id: 0,
         };
-        let (request_id, rx) = stream.send(header, body, deadline, timeout, inner.config.frame_bytes_max)?;
+        let (request_id, rx) = stream.send(
+            header,
+            body,
+            deadline,
+            timeout,
+            inner.config.frame_bytes_max,
+        )?;
         let mut guard = ForgetOnDrop {
             stream: &stream,
             request_id,
@@ -207,10 +230,12 @@ impl Peer {
         guard.armed = false;
         match result {
             Ok(result) => result,
-            Err(_) => Err(stream.failure().unwrap_or_else(|| TransportError::ConnectionLost {
-                addr: inner.addr.clone(),
-                reason: "stream closed".into(),
-            })),
+            Err(_) => Err(stream
+                .failure()
+                .unwrap_or_else(|| TransportError::ConnectionLost {
+                    addr: inner.addr.clone(),
+                    reason: "stream closed".into(),
+                })),
         }
     }
 
@@ -269,13 +294,14 @@ impl Peer {
                 addr: addr.clone(),
                 reason: "no address found".into(),
             })?;
-        let connecting = inner
-            .endpoint
-            .connect(socket, host)
-            .map_err(|e| TransportError::Connect {
-                addr: addr.clone(),
-                reason: e.to_string(),
-            })?;
+        let connecting =
+            inner
+                .endpoint
+                .connect(socket, host)
+                .map_err(|e| TransportError::Connect {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                })?;
         let timeout = Duration::from_millis(inner.config.connect_timeout_ms);
         let connection = match tokio::time::timeout(timeout, connecting).await {
             Err(_) => {
@@ -295,7 +321,11 @@ impl Peer {
                 .map_err(|e| connect_error(&addr, &e))?;
             let stream = Arc::new(StreamShared::new(addr.clone()));
             tokio::spawn(write_loop(send, stream.clone()));
-            tokio::spawn(read_loop(recv, stream.clone(), inner.config.frame_bytes_max));
+            tokio::spawn(read_loop(
+                recv,
+                stream.clone(),
+                inner.config.frame_bytes_max,
+            ));
             streams.push(stream);
         }
         tokio::spawn(sweep_loop(streams.clone()));
@@ -341,7 +371,10 @@ fn lost_error(addr: &str, e: &quinn::ConnectionError) -> TransportError {
 pub(crate) fn split_host_port(addr: &str) -> Option<(&str, u16)> {
     let (host, port) = addr.rsplit_once(':')?;
     let port = port.parse().ok()?;
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
     if host.is_empty() {
         return None;
     }
@@ -475,7 +508,11 @@ impl StreamShared {
             let was_empty = state.outbox.is_empty();
             state
                 .encoder
-                .encode(&RequestFrame { header, body }, frame_bytes_max, &mut state.outbox)
+                .encode(
+                    &RequestFrame { header, body },
+                    frame_bytes_max,
+                    &mut state.outbox,
+                )
                 .map_err(TransportError::Encode)?;
             state.waiting.insert(
                 header.request_id,
@@ -529,7 +566,10 @@ impl StreamShared {
                 .filter(|(_, w)| w.deadline <= now)
                 .map(|(id, _)| *id)
                 .collect();
-            let expired = ids.iter().filter_map(|id| state.waiting.remove(id)).collect();
+            let expired = ids
+                .iter()
+                .filter_map(|id| state.waiting.remove(id))
+                .collect();
             state.next_deadline = state.waiting.values().map(|w| w.deadline).min();
             expired
         };
@@ -622,7 +662,8 @@ async fn write_loop(mut send: quinn::SendStream, stream: Arc<StreamShared>) {
                     quinn::WriteError::Stopped(code) if code == FRAME_ERROR_CODE.into() => {
                         TransportError::ConnectionLost {
                             addr: addr.clone(),
-                            reason: "the peer rejected a malformed frame and closed the stream".into(),
+                            reason: "the peer rejected a malformed frame and closed the stream"
+                                .into(),
                         }
                     }
                     other => TransportError::ConnectionLost {
@@ -699,7 +740,10 @@ mod tests {
     fn host_port_parsing() {
         assert_eq!(split_host_port("127.0.0.1:7000"), Some(("127.0.0.1", 7000)));
         assert_eq!(split_host_port("[::1]:7000"), Some(("::1", 7000)));
-        assert_eq!(split_host_port("node-1.example:80"), Some(("node-1.example", 80)));
+        assert_eq!(
+            split_host_port("node-1.example:80"),
+            Some(("node-1.example", 80))
+        );
         assert_eq!(split_host_port("nohost"), None);
         assert_eq!(split_host_port(":80"), None);
         assert_eq!(split_host_port("h:notaport"), None);

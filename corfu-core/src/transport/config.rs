@@ -64,11 +64,11 @@ impl Default for TransportConfig {
 }
 
 impl TransportConfig {
-    /// Checks ranges; the error names the offending field.
+    /// Checks ranges; the error is one line naming the offending field.
     pub fn validate(&self) -> Result<(), String> {
         fn positive(name: &str, v: u64) -> Result<(), String> {
             if v == 0 {
-                Err(format!("transport.{name} must be greater than 0"))
+                Err(format!("field `transport.{name}`: must be greater than 0"))
             } else {
                 Ok(())
             }
@@ -84,29 +84,32 @@ impl TransportConfig {
         positive("idle_timeout_ms", self.idle_timeout_ms)?;
         positive("keep_alive_ms", self.keep_alive_ms)?;
         if self.frame_bytes_max < 1024 {
-            return Err("transport.frame_bytes_max must be at least 1024".into());
+            return Err("field `transport.frame_bytes_max`: must be at least 1024".into());
         }
         if self.write_batch_bytes_max < 1024 {
-            return Err("transport.write_batch_bytes_max must be at least 1024".into());
+            return Err("field `transport.write_batch_bytes_max`: must be at least 1024".into());
         }
         if self.stream_receive_window_bytes < self.frame_bytes_max.min(1 << 20) {
             return Err(
-                "transport.stream_receive_window_bytes must be at least min(frame_bytes_max, 1 MiB)"
+                "field `transport.stream_receive_window_bytes`: must be at least min(frame_bytes_max, 1 MiB)"
                     .into(),
             );
         }
         if self.receive_window_bytes < self.stream_receive_window_bytes {
             return Err(
-                "transport.receive_window_bytes must be at least stream_receive_window_bytes"
+                "field `transport.receive_window_bytes`: must be at least stream_receive_window_bytes"
                     .into(),
             );
         }
         if self.keep_alive_ms >= self.idle_timeout_ms {
-            return Err("transport.keep_alive_ms must be less than idle_timeout_ms".into());
+            return Err(
+                "field `transport.keep_alive_ms`: must be less than idle_timeout_ms".into(),
+            );
         }
         if u32::from(self.streams_per_connection) > self.max_concurrent_streams {
             return Err(
-                "transport.streams_per_connection must not exceed max_concurrent_streams".into(),
+                "field `transport.streams_per_connection`: must not exceed max_concurrent_streams"
+                    .into(),
             );
         }
         Ok(())
@@ -127,7 +130,8 @@ impl TransportConfig {
             .send_window(self.send_window_bytes.into())
             .keep_alive_interval(Some(Duration::from_millis(self.keep_alive_ms)));
         // The idle timeout is validated to fit quinn's varint range.
-        if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_millis(self.idle_timeout_ms)) {
+        if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_millis(self.idle_timeout_ms))
+        {
             t.max_idle_timeout(Some(idle));
         }
         t

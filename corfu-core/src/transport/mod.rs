@@ -16,8 +16,8 @@ pub mod config;
 mod server;
 pub mod tls;
 
-pub use client::{ClientEndpoint, Peer, SWEEP_INTERVAL};
 pub(crate) use client::split_host_port;
+pub use client::{ClientEndpoint, Peer, SWEEP_INTERVAL};
 pub use config::TransportConfig;
 pub use server::{bind_server, serve, Service};
 

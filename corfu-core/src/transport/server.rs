@@ -61,7 +61,11 @@ pub async fn serve(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
 }
 
-async fn serve_connection(incoming: quinn::Incoming, service: Arc<dyn Service>, config: Arc<TransportConfig>) {
+async fn serve_connection(
+    incoming: quinn::Incoming,
+    service: Arc<dyn Service>,
+    config: Arc<TransportConfig>,
+) {
     let remote = incoming.remote_address();
     let connection = match incoming.await {
         Ok(c) => c,
@@ -79,7 +83,13 @@ async fn serve_connection(incoming: quinn::Incoming, service: Arc<dyn Service>, 
     loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(serve_stream(send, recv, service.clone(), config.clone(), remote));
+                tokio::spawn(serve_stream(
+                    send,
+                    recv,
+                    service.clone(),
+                    config.clone(),
+                    remote,
+                ));
             }
             Err(e) => {
                 tracing::debug!(%remote, reason = %describe_connection_error(&e).1, "connection ended");
@@ -114,7 +124,12 @@ async fn serve_stream(
                     let request_id = frame.header.request_id;
                     let mut answer = service.handle(frame.header, frame.body);
                     match (&mut answer).now_or_never() {
-                        Some(body) => encode_answer(&mut encoder, ResponseFrame { request_id, body }, frame_bytes_max, &mut out),
+                        Some(body) => encode_answer(
+                            &mut encoder,
+                            ResponseFrame { request_id, body },
+                            frame_bytes_max,
+                            &mut out,
+                        ),
                         None => in_flight.push(async move {
                             ResponseFrame {
                                 request_id,
@@ -135,7 +150,9 @@ async fn serve_stream(
         // Collect the answers that are ready, then write them in one go.
         while out.len() < batch_max {
             match in_flight.next().now_or_never() {
-                Some(Some(response)) => encode_answer(&mut encoder, response, frame_bytes_max, &mut out),
+                Some(Some(response)) => {
+                    encode_answer(&mut encoder, response, frame_bytes_max, &mut out)
+                }
                 _ => break,
             }
         }
@@ -177,7 +194,12 @@ async fn serve_stream(
 
 /// Appends an answer to `out`; an answer too large to send is replaced by an
 /// error answer, so the caller learns why instead of timing out.
-fn encode_answer(encoder: &mut FrameEncoder, response: ResponseFrame, frame_bytes_max: u32, out: &mut Vec<u8>) {
+fn encode_answer(
+    encoder: &mut FrameEncoder,
+    response: ResponseFrame,
+    frame_bytes_max: u32,
+    out: &mut Vec<u8>,
+) {
     let mark = out.len();
     if let Err(e) = encoder.encode(&response, frame_bytes_max, out) {
         out.truncate(mark);

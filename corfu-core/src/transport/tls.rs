@@ -140,9 +140,10 @@ impl ClusterCa {
     pub fn generate(name: &str) -> Result<ClusterCa, TlsError> {
         let key = rcgen::KeyPair::generate().map_err(gen_err)?;
         let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("corfu cluster CA {name}"));
+        params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            format!("corfu cluster CA {name}"),
+        );
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.key_usages = vec![
             rcgen::KeyUsagePurpose::KeyCertSign,
@@ -362,8 +363,16 @@ impl NodeTls {
         let (cert, key) = match (&cfg.cert, &cfg.key) {
             (Some(c), Some(k)) => (c.clone(), k.clone()),
             (None, None) => (dir.join("node.pem"), dir.join("node.key")),
-            (Some(_), None) => return Err(TlsError::Config("tls.key: required when tls.cert is set".into())),
-            (None, Some(_)) => return Err(TlsError::Config("tls.cert: required when tls.key is set".into())),
+            (Some(_), None) => {
+                return Err(TlsError::Config(
+                    "tls.key: required when tls.cert is set".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(TlsError::Config(
+                    "tls.cert: required when tls.key is set".into(),
+                ))
+            }
         };
         if !cert.exists() {
             if cfg.cert.is_some() {
@@ -396,7 +405,11 @@ impl NodeTls {
 /// listen address, the node id (when it is a valid DNS name) and any extra
 /// names.
 pub fn node_names(node_id: &str, listen_ip: IpAddr, extra: &[String]) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
     if !listen_ip.is_unspecified() {
         names.push(listen_ip.to_string());
     }
@@ -432,10 +445,12 @@ pub fn server_crypto(tls: &NodeTls) -> Result<quinn::crypto::rustls::QuicServerC
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(cfg_err)?;
     let builder = if tls.client_auth {
-        let verifier =
-            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&tls.ca)?), provider())
-                .build()
-                .map_err(cfg_err)?;
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots(&tls.ca)?),
+            provider(),
+        )
+        .build()
+        .map_err(cfg_err)?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
@@ -474,8 +489,16 @@ pub fn load_client_tls(
     let identity = match (&cfg.cert, &cfg.key) {
         (Some(c), Some(k)) => Some(Identity::load(c, k)?),
         (None, None) => None,
-        (Some(_), None) => return Err(TlsError::Config("tls.key: required when tls.cert is set".into())),
-        (None, Some(_)) => return Err(TlsError::Config("tls.cert: required when tls.key is set".into())),
+        (Some(_), None) => {
+            return Err(TlsError::Config(
+                "tls.key: required when tls.cert is set".into(),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(TlsError::Config(
+                "tls.cert: required when tls.key is set".into(),
+            ))
+        }
     };
     Ok((ca, identity))
 }

@@ -123,7 +123,10 @@ impl FrameEncoder {
 }
 
 /// Encodes one frame into a fresh buffer (convenience for tests and tools).
-pub fn encode_frame<T: WireMessage>(value: &T, frame_bytes_max: u32) -> Result<Vec<u8>, FrameError> {
+pub fn encode_frame<T: WireMessage>(
+    value: &T,
+    frame_bytes_max: u32,
+) -> Result<Vec<u8>, FrameError> {
     let mut out = Vec::new();
     FrameEncoder::new().encode(value, frame_bytes_max, &mut out)?;
     Ok(out)
@@ -276,11 +279,7 @@ mod tests {
 
     /// Feeds `bytes` to a decoder in chunks of `chunk` bytes and decodes until
     /// the first error. Returns what was decoded and the error, if any.
-    fn decode_all(
-        bytes: &[u8],
-        chunk: usize,
-        max: u32,
-    ) -> (Vec<RequestFrame>, Option<FrameError>) {
+    fn decode_all(bytes: &[u8], chunk: usize, max: u32) -> (Vec<RequestFrame>, Option<FrameError>) {
         let mut dec = FrameDecoder::new(max);
         let mut frames = Vec::new();
         for piece in bytes.chunks(chunk.max(1)) {
