@@ -170,6 +170,10 @@ fn print_rpc(r: &bench::rpc::RpcReport) {
         r.corfu.pipelined_rps, r.bare_quinn.pipelined_rps, r.ratio_rps
     );
     println!(
+        "  cpu        corfu {:>6.2} us/req      bare quinn {:>6.2} us/req      ratio {:.2} (process CPU, client + server)",
+        r.corfu.cpu_us_per_request, r.bare_quinn.cpu_us_per_request, r.ratio_cpu
+    );
+    println!(
         "  one-by-one corfu p50 {:>6.1} us p99 {:>6.1} us   bare quinn p50 {:>6.1} us p99 {:>6.1} us   p50 ratio {:.2} (target <= 1.30)",
         r.corfu.latency.p50_us, r.corfu.latency.p99_us, r.bare_quinn.latency.p50_us, r.bare_quinn.latency.p99_us, r.ratio_p50
     );

@@ -33,6 +33,18 @@ pub fn percentiles(samples: &mut [Duration]) -> Percentiles {
     }
 }
 
+/// CPU time (user + system) this process has used so far.
+pub fn process_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
 /// The median of `values` (sorted in place); 0 for an empty slice.
 pub fn median(values: &mut [f64]) -> f64 {
     if values.is_empty() {

@@ -25,7 +25,7 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::BenchTls;
-use crate::stats::{median, percentiles, Percentiles};
+use crate::stats::{median, percentiles, process_cpu_time, Percentiles};
 
 /// Parameters of the benchmark.
 #[derive(Debug, Clone)]
@@ -58,6 +58,10 @@ pub struct SideResult {
     pub pipelined_rps: f64,
     /// Every run's rate.
     pub pipelined_rps_runs: Vec<f64>,
+    /// Median CPU time of the whole process (client and server) per
+    /// pipelined request, in microseconds: less sensitive than the rate to
+    /// other load on a shared machine.
+    pub cpu_us_per_request: f64,
     /// One-request-at-a-time round trips.
     pub latency: Percentiles,
 }
@@ -83,6 +87,8 @@ pub struct RpcReport {
     pub ratio_rps: f64,
     /// corfu p50 / bare quinn p50 (target <= 1.3).
     pub ratio_p50: f64,
+    /// bare quinn CPU per request / corfu CPU per request (1.0 = as cheap).
+    pub ratio_cpu: f64,
 }
 
 /// Runs the benchmark.
@@ -143,9 +149,21 @@ pub async fn run(cfg: &RpcBenchConfig) -> anyhow::Result<RpcReport> {
     // this shared machine hits both alike; medians are reported.
     let mut corfu_runs = Vec::new();
     let mut bare_runs = Vec::new();
+    let mut corfu_cpu = Vec::new();
+    let mut bare_cpu = Vec::new();
     for _ in 0..cfg.runs {
-        corfu_runs.push(corfu_pipelined(&peer, cfg.concurrency, cfg.run).await?);
-        bare_runs.push(bare.pipelined(cfg.concurrency, cfg.run).await?);
+        let cpu = process_cpu_time();
+        let rps = corfu_pipelined(&peer, cfg.concurrency, cfg.run).await?;
+        corfu_cpu.push(
+            (process_cpu_time() - cpu).as_secs_f64() * 1e6 / (rps * cfg.run.as_secs_f64()).max(1.0),
+        );
+        corfu_runs.push(rps);
+        let cpu = process_cpu_time();
+        let rps = bare.pipelined(cfg.concurrency, cfg.run).await?;
+        bare_cpu.push(
+            (process_cpu_time() - cpu).as_secs_f64() * 1e6 / (rps * cfg.run.as_secs_f64()).max(1.0),
+        );
+        bare_runs.push(rps);
     }
     let mut corfu_samples = Vec::new();
     let mut bare_samples = Vec::new();
@@ -164,11 +182,13 @@ pub async fn run(cfg: &RpcBenchConfig) -> anyhow::Result<RpcReport> {
     let corfu = SideResult {
         pipelined_rps: median(&mut corfu_runs.clone()),
         pipelined_rps_runs: corfu_runs,
+        cpu_us_per_request: median(&mut corfu_cpu),
         latency: corfu_latency,
     };
     let bare_quinn = SideResult {
         pipelined_rps: median(&mut bare_runs.clone()),
         pipelined_rps_runs: bare_runs,
+        cpu_us_per_request: median(&mut bare_cpu),
         latency: bare_latency,
     };
     Ok(RpcReport {
@@ -179,6 +199,7 @@ pub async fn run(cfg: &RpcBenchConfig) -> anyhow::Result<RpcReport> {
         streams: transport.streams_per_connection,
         ratio_rps: corfu.pipelined_rps / bare_quinn.pipelined_rps.max(1.0),
         ratio_p50: corfu.latency.p50_us / bare_quinn.latency.p50_us.max(0.001),
+        ratio_cpu: bare_quinn.cpu_us_per_request / corfu.cpu_us_per_request.max(0.001),
         corfu,
         bare_quinn,
     })

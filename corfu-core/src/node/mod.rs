@@ -138,58 +138,85 @@ impl NodeService {
     }
 }
 
-#[async_trait::async_trait]
-impl Service for NodeService {
-    async fn handle(&self, header: Header, body: Request) -> Response {
+impl NodeService {
+    /// The node-level checks: an error answer, or the role to dispatch to
+    /// (`None` for `Ping`/`Info`, answered here).
+    fn check(&self, header: &Header, body: &Request) -> Result<Option<Role>, Response> {
         if header.protocol_version != PROTOCOL_VERSION {
-            return Response::error(
+            return Err(Response::error(
                 ServerErrorKind::ProtocolVersion,
                 format!(
                     "request speaks protocol {} but node {} speaks {}",
                     header.protocol_version, self.info.node_id, PROTOCOL_VERSION
                 ),
-            );
+            ));
         }
         let discovery = matches!(body, Request::Ping | Request::Info);
         if header.cluster_id != self.info.cluster_id
             && !(discovery && header.cluster_id == ClusterId::ANY)
         {
-            return Response::error(
+            return Err(Response::error(
                 ServerErrorKind::WrongCluster,
                 format!(
                     "request is for cluster {} but node {} belongs to cluster {}",
                     header.cluster_id, self.info.node_id, self.info.cluster_id
                 ),
-            );
+            ));
         }
-        let role = match body.role() {
-            None => {
-                return match body {
-                    Request::Info => Response::Info(self.info.clone()),
-                    _ => Response::Pong,
-                }
-            }
-            Some(role) => role,
+        let Some(role) = body.role() else {
+            return Ok(None);
         };
         if !self.info.roles.contains(&role) {
-            return Response::error(
+            return Err(Response::error(
                 ServerErrorKind::RoleNotHosted,
                 format!(
                     "node {} does not host the {role} role ({})",
                     self.info.node_id,
                     body.kind()
                 ),
-            );
+            ));
         }
-        match self.roles.get(&role) {
-            Some(service) => service.handle(header, body).await,
-            None => Response::error(
+        if !self.roles.contains_key(&role) {
+            return Err(Response::error(
                 ServerErrorKind::Unsupported,
                 format!(
                     "the {role} role is not implemented in this version ({})",
                     body.kind()
                 ),
-            ),
+            ));
+        }
+        Ok(Some(role))
+    }
+
+    fn node_answer(&self, body: &Request) -> Response {
+        match body {
+            Request::Info => Response::Info(self.info.clone()),
+            _ => Response::Pong,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Service for NodeService {
+    async fn handle(&self, header: Header, body: Request) -> Response {
+        match self.check(&header, &body) {
+            Err(answer) => answer,
+            Ok(None) => self.node_answer(&body),
+            Ok(Some(role)) => match self.roles.get(&role) {
+                Some(service) => service.handle(header, body).await,
+                None => Response::error(ServerErrorKind::Internal, "role vanished"),
+            },
+        }
+    }
+
+    fn handle_now(&self, header: &Header, body: Request) -> Result<Response, Request> {
+        match self.check(header, &body) {
+            Err(answer) => Ok(answer),
+            Ok(None) => Ok(self.node_answer(&body)),
+            Ok(Some(role)) => match self.roles.get(&role) {
+                Some(service) => service.handle_now(header, body),
+                None => Ok(Response::error(ServerErrorKind::Internal, "role vanished")),
+            },
         }
     }
 }

@@ -24,6 +24,15 @@ use crate::wire::{Header, Request, RequestFrame, Response, ResponseFrame};
 pub trait Service: Send + Sync + 'static {
     /// Answers one request.
     async fn handle(&self, header: Header, body: Request) -> Response;
+
+    /// Answers at once, without allocating a future, when the answer needs
+    /// no waiting (in-memory reads, tokens, errors); otherwise gives the
+    /// request back and the server calls [`Service::handle`]. The default
+    /// always defers.
+    fn handle_now(&self, header: &Header, body: Request) -> Result<Response, Request> {
+        let _ = header;
+        Err(body)
+    }
 }
 
 /// Binds a QUIC server endpoint.
