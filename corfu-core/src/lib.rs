@@ -36,6 +36,7 @@
 
 pub mod client_config;
 pub mod layout;
+pub mod logunit;
 pub mod node;
 pub mod transport;
 pub mod types;

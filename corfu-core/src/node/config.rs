@@ -139,9 +139,7 @@ impl NodeConfig {
         if self.cluster_id == Some(ClusterId::ANY) {
             return Err("field `cluster_id`: the all-zero id is reserved".into());
         }
-        self.transport
-            .validate()
-            .map_err(|e| format!("field `{e}"))?;
+        self.transport.validate()?;
         Ok(())
     }
 }

@@ -141,6 +141,8 @@ impl NodeService {
 impl NodeService {
     /// The node-level checks: an error answer, or the role to dispatch to
     /// (`None` for `Ping`/`Info`, answered here).
+    // The error is the answer itself, moved to the caller.
+    #[allow(clippy::result_large_err)]
     fn check(&self, header: &Header, body: &Request) -> Result<Option<Role>, Response> {
         if header.protocol_version != PROTOCOL_VERSION {
             return Err(Response::error(
@@ -209,6 +211,7 @@ impl Service for NodeService {
         }
     }
 
+    #[allow(clippy::result_large_err)]
     fn handle_now(&self, header: &Header, body: Request) -> Result<Response, Request> {
         match self.check(header, &body) {
             Err(answer) => Ok(answer),
@@ -233,7 +236,13 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let cluster_id = resolve_cluster_id(&data_dir, config.cluster_id)?;
     let node_tls = NodeTls::prepare(&config.tls, &data_dir, &config.node_id, config.listen.ip())?;
     let crypto = tls::server_crypto(&node_tls)?;
-    let endpoint = transport::bind_server(config.listen, crypto, &config.transport)?;
+    let reset_key = load_or_create_secret(&data_dir.join("reset_key"))?;
+    let endpoint = transport::bind_server_with_reset_key(
+        config.listen,
+        crypto,
+        &config.transport,
+        &reset_key,
+    )?;
     let local_addr = endpoint.local_addr().map_err(|e| NodeError::DataDir {
         path: data_dir.clone(),
         reason: format!("endpoint address: {e}"),
@@ -330,6 +339,30 @@ fn resolve_cluster_id(dir: &Path, configured: Option<ClusterId>) -> Result<Clust
             }
             Ok(id)
         }
+    }
+}
+
+/// A 32-byte secret kept in `path` (created with mode 0600 on first start).
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, NodeError> {
+    let err = |reason: String| NodeError::DataDir {
+        path: path.to_path_buf(),
+        reason,
+    };
+    match fs::read(path) {
+        Ok(bytes) if bytes.len() == 32 => Ok(bytes),
+        Ok(bytes) => Err(err(format!("expected 32 bytes, found {}", bytes.len()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = rand::random::<[u8; 32]>().to_vec();
+            write_durably(path, &secret).map_err(|e| err(format!("cannot write: {e}")))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+                    .map_err(|e| err(format!("cannot restrict permissions: {e}")))?;
+            }
+            Ok(secret)
+        }
+        Err(e) => Err(err(format!("cannot read: {e}"))),
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -453,6 +453,10 @@ struct Waiting {
 /// to be written, under one lock.
 struct StreamShared {
     addr: String,
+    /// When the stream was opened; `last_received_ns` counts from here.
+    opened: Instant,
+    /// When the reader last received bytes, in ns since `opened`.
+    last_received_ns: AtomicU64,
     state: Mutex<StreamState>,
     /// Wakes the writer when the outbox becomes non-empty or is closed.
     writable: Notify,
@@ -475,6 +479,8 @@ impl StreamShared {
     fn new(addr: String) -> StreamShared {
         StreamShared {
             addr,
+            opened: Instant::now(),
+            last_received_ns: AtomicU64::new(0),
             state: Mutex::new(StreamState::default()),
             writable: Notify::new(),
             failed: AtomicBool::new(false),
@@ -553,7 +559,16 @@ impl StreamShared {
         self.lock().waiting.remove(&request_id);
     }
 
-    /// Fails the requests whose deadline has passed.
+    fn received(&self) {
+        let ns = self.opened.elapsed().as_nanos() as u64;
+        self.last_received_ns.store(ns, Ordering::Relaxed);
+    }
+
+    /// Fails the requests whose deadline has passed. If nothing at all has
+    /// arrived on the stream since such a request was sent, the peer is
+    /// presumed gone (crashed, partitioned) and the whole stream fails, so
+    /// the next request reconnects instead of waiting for QUIC's idle
+    /// timeout.
     fn expire(&self, now: Instant) {
         let expired: Vec<Waiting> = {
             let mut state = self.lock();
@@ -573,11 +588,25 @@ impl StreamShared {
             state.next_deadline = state.waiting.values().map(|w| w.deadline).min();
             expired
         };
+        let last_received =
+            self.opened + Duration::from_nanos(self.last_received_ns.load(Ordering::Relaxed));
+        let silent = expired.iter().any(|w| {
+            w.deadline
+                .checked_sub(w.timeout)
+                .is_some_and(|sent| last_received < sent)
+        });
         for w in expired {
             let _ = w.reply.send(Err(TransportError::Timeout {
                 addr: self.addr.clone(),
                 timeout_ms: w.timeout.as_millis() as u64,
             }));
+        }
+        if silent {
+            tracing::debug!(peer = %self.addr, "no answer and no bytes from the peer; dropping the connection");
+            self.fail(TransportError::ConnectionLost {
+                addr: self.addr.clone(),
+                reason: "the peer sent nothing while a request timed out; reconnecting".into(),
+            });
         }
     }
 
@@ -693,6 +722,7 @@ async fn read_loop(mut recv: quinn::RecvStream, stream: Arc<StreamShared>, frame
     let error = loop {
         match recv.read_chunk(usize::MAX, true).await {
             Ok(Some(chunk)) => {
+                stream.received();
                 decoder.extend(&chunk.bytes);
                 let decoded = loop {
                     match decoder.next_frame::<ResponseFrame>() {

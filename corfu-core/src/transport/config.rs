@@ -56,7 +56,7 @@ impl Default for TransportConfig {
             stream_receive_window_bytes: 8 << 20,
             receive_window_bytes: 32 << 20,
             send_window_bytes: 32 << 20,
-            idle_timeout_ms: 30_000,
+            idle_timeout_ms: 10_000,
             keep_alive_ms: 2_000,
             max_concurrent_streams: 256,
         }

@@ -19,7 +19,7 @@ pub mod tls;
 pub(crate) use client::split_host_port;
 pub use client::{ClientEndpoint, Peer, SWEEP_INTERVAL};
 pub use config::TransportConfig;
-pub use server::{bind_server, serve, Service};
+pub use server::{bind_server, bind_server_with_reset_key, serve, Service};
 
 use crate::wire::FrameError;
 

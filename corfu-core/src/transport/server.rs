@@ -29,23 +29,50 @@ pub trait Service: Send + Sync + 'static {
     /// no waiting (in-memory reads, tokens, errors); otherwise gives the
     /// request back and the server calls [`Service::handle`]. The default
     /// always defers.
+    // The request is handed back by value, not copied: a large `Err` is
+    // only a move.
+    #[allow(clippy::result_large_err)]
     fn handle_now(&self, header: &Header, body: Request) -> Result<Response, Request> {
         let _ = header;
         Err(body)
     }
 }
 
-/// Binds a QUIC server endpoint.
+/// Binds a QUIC server endpoint with a random stateless-reset key.
 pub fn bind_server(
     addr: SocketAddr,
     crypto: quinn::crypto::rustls::QuicServerConfig,
     config: &TransportConfig,
 ) -> Result<quinn::Endpoint, TransportError> {
+    bind_server_with_reset_key(addr, crypto, config, &rand::random::<[u8; 32]>())
+}
+
+/// Binds a QUIC server endpoint whose stateless-reset key is `reset_key`.
+/// A node keeps the key in its data directory, so after a crash and restart
+/// its resets are recognised by clients still holding connections to the
+/// previous process: they drop them at once and reconnect, instead of
+/// waiting for the idle timeout.
+pub fn bind_server_with_reset_key(
+    addr: SocketAddr,
+    crypto: quinn::crypto::rustls::QuicServerConfig,
+    config: &TransportConfig,
+    reset_key: &[u8],
+) -> Result<quinn::Endpoint, TransportError> {
     config.validate().map_err(TransportError::Endpoint)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(config.quinn()));
-    quinn::Endpoint::server(server, addr)
-        .map_err(|e| TransportError::Endpoint(format!("cannot listen on {addr}: {e}")))
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, reset_key);
+    let endpoint_config = quinn::EndpointConfig::new(Arc::new(key));
+    let listen_err =
+        |e: std::io::Error| TransportError::Endpoint(format!("cannot listen on {addr}: {e}"));
+    let socket = std::net::UdpSocket::bind(addr).map_err(listen_err)?;
+    quinn::Endpoint::new(
+        endpoint_config,
+        Some(server),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(listen_err)
 }
 
 /// Serves `service` on `endpoint` until `shutdown` resolves, then closes
@@ -186,7 +213,11 @@ async fn serve_stream(
                     Ok(None) => {
                         reading = false;
                         if let Err(e) = decoder.finish() {
-                            tracing::warn!(%remote, error = %e, "request stream ended inside a frame");
+                            // The last request was cut: tell the sender the
+                            // stream was malformed instead of finishing it.
+                            tracing::warn!(%remote, error = %e, "request stream ended inside a frame; closing the stream");
+                            let _ = send.reset(FRAME_ERROR_CODE.into());
+                            return;
                         }
                     }
                     Err(e) => {

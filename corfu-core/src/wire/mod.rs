@@ -52,7 +52,8 @@ pub struct Header {
     pub cluster_id: ClusterId,
     /// Epoch of the sender's layout; roles reject requests from stale epochs.
     pub epoch: Epoch,
-    /// Identifies the request on its connection; echoed in the response.
+    /// Identifies the request on its stream (each stream numbers its own
+    /// requests); echoed in the response.
     pub request_id: u64,
 }
 

@@ -1,0 +1,142 @@
+//! The in-memory [`LogStore`]: the same rules as the file store, nothing
+//! durable. For tests and simulation.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+
+use super::record::Stored;
+use super::store::{LogStore, Put, StoreError, Ticket};
+use crate::types::{Address, Epoch, StreamId};
+use crate::wire::logunit::{ReadOutcome, Tails};
+
+/// A volatile store.
+#[derive(Debug)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    durable: watch::Sender<Ticket>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    epoch: Epoch,
+    trim_mark: Address,
+    entries: HashMap<Address, Stored>,
+    global: Option<Address>,
+    streams: HashMap<StreamId, Address>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            state: Mutex::new(State::default()),
+            durable: watch::channel(0).0,
+        }
+    }
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    fn put(&mut self, epoch: Epoch, address: Address, value: &Stored) -> Put {
+        if epoch < self.epoch {
+            return Put::WrongEpoch(self.epoch);
+        }
+        if address < self.trim_mark {
+            return Put::Trimmed;
+        }
+        if let Some(existing) = self.entries.get(&address) {
+            return Put::Exists(existing.clone());
+        }
+        self.global = Some(self.global.map_or(address, |g| g.max(address)));
+        if let Stored::Data(entry) = value {
+            for h in &entry.streams {
+                let tail = self.streams.entry(h.stream).or_insert(address);
+                *tail = (*tail).max(address);
+            }
+        }
+        self.entries.insert(address, value.clone());
+        Put::Written(0)
+    }
+
+    fn tails(&self) -> Tails {
+        Tails {
+            global: self.global,
+            streams: self.streams.iter().map(|(s, a)| (*s, *a)).collect(),
+            trim_mark: self.trim_mark,
+        }
+    }
+}
+
+impl LogStore for MemoryStore {
+    fn put(&self, epoch: Epoch, address: Address, value: &Stored) -> Result<Put, StoreError> {
+        Ok(self.lock().put(epoch, address, value))
+    }
+
+    fn put_batch(&self, epoch: Epoch, items: &[(Address, Stored)]) -> Result<Vec<Put>, StoreError> {
+        let mut state = self.lock();
+        Ok(items.iter().map(|(a, v)| state.put(epoch, *a, v)).collect())
+    }
+
+    fn get(&self, address: Address) -> Result<ReadOutcome, StoreError> {
+        let state = self.lock();
+        if address < state.trim_mark {
+            return Ok(ReadOutcome::Trimmed);
+        }
+        Ok(match state.entries.get(&address) {
+            None => ReadOutcome::Unwritten,
+            Some(Stored::Junk) => ReadOutcome::Junk,
+            Some(Stored::Data(e)) => ReadOutcome::Data(e.clone()),
+        })
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.lock().epoch
+    }
+
+    fn seal(&self, epoch: Epoch) -> Result<Result<Tails, Epoch>, StoreError> {
+        let mut state = self.lock();
+        if epoch < state.epoch {
+            return Ok(Err(state.epoch));
+        }
+        state.epoch = epoch;
+        Ok(Ok(state.tails()))
+    }
+
+    fn tails(&self) -> Tails {
+        self.lock().tails()
+    }
+
+    fn prefix_trim(&self, mark: Address) -> Result<Address, StoreError> {
+        let mut state = self.lock();
+        if mark > state.trim_mark {
+            state.trim_mark = mark;
+            state.entries.retain(|a, _| *a >= mark);
+        }
+        Ok(state.trim_mark)
+    }
+
+    fn durable(&self) -> watch::Receiver<Ticket> {
+        self.durable.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_store_conforms() {
+        super::super::store::conformance::run(&MemoryStore::new, None);
+    }
+}

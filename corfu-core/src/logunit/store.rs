@@ -1,0 +1,312 @@
+//! The storage behind a log unit: the [`LogStore`] trait, shared by the
+//! in-memory store and the file store, and the conformance suite both must
+//! pass.
+//!
+//! Write-once and epoch fencing are enforced inside the store, under the
+//! same lock as the write itself: a write admitted before a seal is part of
+//! the tails the seal reports, and no write of an older epoch is admitted
+//! after it (CORFU §3.4; the seal must cover every admitted write so that
+//! the next layout starts above all of them).
+
+use tokio::sync::watch;
+
+use super::record::Stored;
+use crate::types::{Address, Epoch};
+use crate::wire::logunit::{ReadOutcome, Tails};
+
+/// A durability ticket: the write is durable once the store's durable
+/// sequence ([`LogStore::durable`]) reaches it. Ticket 0 is durable at once.
+pub type Ticket = u64;
+
+/// The outcome of a write or fill at the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    /// Written; acknowledge once the ticket is durable.
+    Written(Ticket),
+    /// The address already holds this (write-once): nothing changed.
+    Exists(Stored),
+    /// The address is below the trim mark: nothing written.
+    Trimmed,
+    /// The request's epoch is older than the store's sealed epoch.
+    WrongEpoch(Epoch),
+}
+
+/// A storage failure (not a Corfu outcome).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O call failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The record of an address failed its checksum; it is never served.
+    #[error("address {address}: stored record is corrupt ({reason})")]
+    Corrupt {
+        /// The address.
+        address: Address,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The store's files are not usable at start-up.
+    #[error("{0}")]
+    Recovery(String),
+}
+
+/// Durable write-once storage of one address space.
+pub trait LogStore: Send + Sync + 'static {
+    /// Writes `value` at `address` unless the address is written, trimmed,
+    /// or `epoch` is older than the sealed epoch. Atomic with respect to
+    /// every other call.
+    fn put(&self, epoch: Epoch, address: Address, value: &Stored) -> Result<Put, StoreError>;
+
+    /// Writes several values; each succeeds or fails on its own, and the
+    /// batch shares one durability ticket where it can.
+    fn put_batch(&self, epoch: Epoch, items: &[(Address, Stored)]) -> Result<Vec<Put>, StoreError> {
+        items
+            .iter()
+            .map(|(address, value)| self.put(epoch, *address, value))
+            .collect()
+    }
+
+    /// What `address` holds.
+    fn get(&self, address: Address) -> Result<ReadOutcome, StoreError>;
+
+    /// The sealed epoch (0 before the first seal).
+    fn epoch(&self) -> Epoch;
+
+    /// Seals at `epoch` (durably) unless the store is sealed at a higher
+    /// one; returns the tails as of the seal, or the current epoch if
+    /// `epoch` is older.
+    fn seal(&self, epoch: Epoch) -> Result<Result<Tails, Epoch>, StoreError>;
+
+    /// The tails: highest address, per-stream highest addresses, trim mark.
+    fn tails(&self) -> Tails;
+
+    /// Raises the trim mark to `mark` (never lowers it), durably, and
+    /// reclaims what lies below; returns the trim mark now.
+    fn prefix_trim(&self, mark: Address) -> Result<Address, StoreError>;
+
+    /// The durable sequence: tickets up to it are durable.
+    fn durable(&self) -> watch::Receiver<Ticket>;
+}
+
+/// The conformance suite every [`LogStore`] must pass. `open` builds a
+/// fresh, empty store; `reopen`, if given, closes and reopens the store
+/// from its files (for durable stores).
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::*;
+    use crate::types::StreamId;
+    use crate::wire::logunit::{Entry, StreamHeader};
+    use std::sync::Arc;
+
+    pub fn entry(payload: &str, streams: &[(u128, Option<Address>)]) -> Stored {
+        Stored::Data(Entry {
+            streams: streams
+                .iter()
+                .map(|(s, bp)| StreamHeader {
+                    stream: StreamId(*s),
+                    backpointer: *bp,
+                })
+                .collect(),
+            payload: payload.as_bytes().to_vec(),
+        })
+    }
+
+    fn data_of(outcome: ReadOutcome) -> Stored {
+        match outcome {
+            ReadOutcome::Data(e) => Stored::Data(e),
+            ReadOutcome::Junk => Stored::Junk,
+            other => panic!("expected data or junk, got {other:?}"),
+        }
+    }
+
+    /// Runs every check on stores built by `open`; `reopen` turns a store
+    /// into a fresh instance over the same files (or `None` for volatile
+    /// stores).
+    pub fn run<S: LogStore>(open: &dyn Fn() -> S, reopen: Option<&dyn Fn(S) -> S>) {
+        write_once(open());
+        fill_and_junk(open());
+        epochs_fence_writes(open());
+        tails_track_streams(open());
+        trim_hides_and_refuses(open());
+        batches(open());
+        concurrent_writers_one_winner(open());
+        if let Some(reopen) = reopen {
+            survives_reopen(open(), reopen);
+        }
+    }
+
+    fn write_once<S: LogStore>(s: S) {
+        assert_eq!(s.get(5).unwrap(), ReadOutcome::Unwritten);
+        assert!(matches!(
+            s.put(0, 5, &entry("a", &[])).unwrap(),
+            Put::Written(_)
+        ));
+        assert_eq!(data_of(s.get(5).unwrap()), entry("a", &[]));
+        // A second write never changes the address; it learns what is there.
+        assert_eq!(
+            s.put(0, 5, &entry("b", &[])).unwrap(),
+            Put::Exists(entry("a", &[]))
+        );
+        assert_eq!(
+            s.put(0, 5, &Stored::Junk).unwrap(),
+            Put::Exists(entry("a", &[]))
+        );
+        assert_eq!(data_of(s.get(5).unwrap()), entry("a", &[]));
+        assert_eq!(s.get(4).unwrap(), ReadOutcome::Unwritten);
+        assert_eq!(s.get(6).unwrap(), ReadOutcome::Unwritten);
+    }
+
+    fn fill_and_junk<S: LogStore>(s: S) {
+        assert!(matches!(
+            s.put(0, 9, &Stored::Junk).unwrap(),
+            Put::Written(_)
+        ));
+        assert_eq!(s.get(9).unwrap(), ReadOutcome::Junk);
+        assert_eq!(
+            s.put(0, 9, &entry("late", &[])).unwrap(),
+            Put::Exists(Stored::Junk)
+        );
+        assert_eq!(s.tails().global, Some(9));
+    }
+
+    fn epochs_fence_writes<S: LogStore>(s: S) {
+        assert_eq!(s.epoch(), 0);
+        assert!(matches!(
+            s.put(0, 1, &entry("e0", &[])).unwrap(),
+            Put::Written(_)
+        ));
+        let tails = s.seal(3).unwrap().unwrap();
+        assert_eq!(tails.global, Some(1));
+        assert_eq!(s.epoch(), 3);
+        assert_eq!(
+            s.put(2, 2, &entry("stale", &[])).unwrap(),
+            Put::WrongEpoch(3)
+        );
+        assert_eq!(s.get(2).unwrap(), ReadOutcome::Unwritten);
+        assert!(matches!(
+            s.put(3, 2, &entry("e3", &[])).unwrap(),
+            Put::Written(_)
+        ));
+        // Newer epochs are admitted (the unit may not have been sealed yet).
+        assert!(matches!(
+            s.put(4, 3, &entry("e4", &[])).unwrap(),
+            Put::Written(_)
+        ));
+        assert_eq!(s.seal(2).unwrap(), Err(3), "sealing backwards is refused");
+        assert_eq!(
+            s.seal(3).unwrap().unwrap().global,
+            Some(3),
+            "seal is idempotent"
+        );
+        assert_eq!(s.epoch(), 3);
+    }
+
+    fn tails_track_streams<S: LogStore>(s: S) {
+        assert_eq!(s.tails().global, None);
+        s.put(0, 10, &entry("x", &[(1, None), (2, None)])).unwrap();
+        s.put(0, 12, &entry("y", &[(1, Some(10))])).unwrap();
+        s.put(0, 11, &entry("z", &[(2, Some(10))])).unwrap();
+        s.put(0, 13, &Stored::Junk).unwrap();
+        let mut tails = s.tails();
+        tails.streams.sort();
+        assert_eq!(tails.global, Some(13));
+        assert_eq!(tails.streams, vec![(StreamId(1), 12), (StreamId(2), 11)]);
+    }
+
+    fn trim_hides_and_refuses<S: LogStore>(s: S) {
+        for a in 0..20 {
+            s.put(0, a, &entry(&format!("v{a}"), &[(7, a.checked_sub(1))]))
+                .unwrap();
+        }
+        assert_eq!(s.prefix_trim(10).unwrap(), 10);
+        assert_eq!(
+            s.prefix_trim(5).unwrap(),
+            10,
+            "the trim mark never goes down"
+        );
+        for a in 0..10 {
+            assert_eq!(s.get(a).unwrap(), ReadOutcome::Trimmed);
+        }
+        assert_eq!(data_of(s.get(10).unwrap()), entry("v10", &[(7, Some(9))]));
+        assert_eq!(s.put(0, 3, &entry("again", &[])).unwrap(), Put::Trimmed);
+        assert_eq!(s.tails().trim_mark, 10);
+        assert_eq!(s.tails().global, Some(19));
+    }
+
+    fn batches<S: LogStore>(s: S) {
+        s.put(0, 101, &entry("first", &[])).unwrap();
+        let items = vec![
+            (100, entry("a", &[])),
+            (101, entry("b", &[])),
+            (102, Stored::Junk),
+        ];
+        let out = s.put_batch(0, &items).unwrap();
+        assert!(matches!(out[0], Put::Written(_)));
+        assert_eq!(out[1], Put::Exists(entry("first", &[])));
+        assert!(matches!(out[2], Put::Written(_)));
+        assert_eq!(data_of(s.get(100).unwrap()), entry("a", &[]));
+        assert_eq!(s.get(102).unwrap(), ReadOutcome::Junk);
+    }
+
+    fn concurrent_writers_one_winner<S: LogStore>(s: S) {
+        let s = Arc::new(s);
+        for address in 0..50u64 {
+            let handles: Vec<_> = (0..4)
+                .map(|w| {
+                    let s = s.clone();
+                    std::thread::spawn(move || {
+                        s.put(0, address, &entry(&format!("w{w}"), &[])).unwrap()
+                    })
+                })
+                .collect();
+            let outcomes: Vec<Put> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+            let winners = outcomes
+                .iter()
+                .filter(|o| matches!(o, Put::Written(_)))
+                .count();
+            assert_eq!(
+                winners, 1,
+                "exactly one writer wins address {address}: {outcomes:?}"
+            );
+            let stored = data_of(s.get(address).unwrap());
+            for o in &outcomes {
+                if let Put::Exists(v) = o {
+                    assert_eq!(v, &stored, "losers learn the winner's value");
+                }
+            }
+        }
+    }
+
+    fn survives_reopen<S: LogStore>(s: S, reopen: &dyn Fn(S) -> S) {
+        s.put(0, 1, &entry("one", &[(5, None)])).unwrap();
+        s.put(0, 2, &Stored::Junk).unwrap();
+        s.put(0, 30, &entry("thirty", &[(5, Some(1))])).unwrap();
+        s.seal(4).unwrap().unwrap();
+        s.prefix_trim(2).unwrap();
+        let s = reopen(s);
+        assert_eq!(s.epoch(), 4);
+        assert_eq!(s.get(1).unwrap(), ReadOutcome::Trimmed);
+        assert_eq!(s.get(2).unwrap(), ReadOutcome::Junk);
+        assert_eq!(
+            data_of(s.get(30).unwrap()),
+            entry("thirty", &[(5, Some(1))])
+        );
+        let tails = s.tails();
+        assert_eq!(tails.global, Some(30));
+        assert_eq!(tails.trim_mark, 2);
+        assert_eq!(tails.streams, vec![(StreamId(5), 30)]);
+        assert_eq!(
+            s.put(3, 31, &entry("stale", &[])).unwrap(),
+            Put::WrongEpoch(4)
+        );
+        assert_eq!(
+            s.put(4, 30, &entry("again", &[])).unwrap(),
+            Put::Exists(entry("thirty", &[(5, Some(1))]))
+        );
+    }
+}
