@@ -38,6 +38,7 @@ pub mod client_config;
 pub mod layout;
 pub mod logunit;
 pub mod node;
+pub mod sequencer;
 pub mod transport;
 pub mod types;
 pub mod wire;
