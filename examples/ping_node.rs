@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<()> {
         roles: vec![Role::LogUnit],
         tls: Default::default(),
         transport: TransportConfig::default(),
+        log_unit: Default::default(),
     })
     .await?;
     let roots = tls::load_certs(node.ca_cert())?;

@@ -45,6 +45,7 @@ pub async fn run(opts: QuickstartOptions) -> anyhow::Result<()> {
             ..Default::default()
         },
         transport: TransportConfig::default(),
+        log_unit: Default::default(),
     };
     let node = node::start(config).await.context("starting the node")?;
     let addr = node.local_addr().to_string();

@@ -12,6 +12,7 @@ use corfu::core::node::{self, NodeService};
 use corfu::core::transport::tls::ClusterCa;
 use corfu::core::transport::{Service, TransportConfig, TransportError};
 use corfu::core::types::{ClusterId, Role};
+use corfu::core::wire::logunit::LogUnitResponse;
 use corfu::core::wire::{
     Header, LayoutRequest, LogUnitRequest, Request, Response, SequencerRequest, ServerError,
     ServerErrorKind, PROTOCOL_VERSION,
@@ -230,11 +231,11 @@ async fn requests_for_another_cluster_are_refused_except_discovery_with_any() {
     within(10, "node shutdown", node.shutdown()).await;
 }
 
-/// Note: this pins the node as it is today, with no role implemented; once
-/// the log unit lands, `Unsupported` must be checked on a role that is still
-/// unimplemented (or via `NodeService`, as the next test does).
+/// Requests reach the roles a node hosts; others get `RoleNotHosted`
+/// naming the node and the request. (`Unsupported` for a hosted role with no
+/// implementation is checked through `NodeService` in the next test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn role_requests_get_role_not_hosted_or_unsupported() {
+async fn role_requests_reach_hosted_roles_only() {
     let dir = tempfile::tempdir().unwrap();
     let node = node::start(node_config(dir.path(), "n1", vec![Role::LogUnit], None))
         .await
@@ -263,16 +264,13 @@ async fn role_requests_get_role_not_hosted_or_unsupported() {
         }
     }
 
+    // The hosted log unit role answers (an empty unit: no tail yet).
     match peer.call(0, log_unit_tail()).await.unwrap() {
-        Response::Error(e) => {
-            assert_eq!(e.kind, ServerErrorKind::Unsupported, "{e}");
-            assert!(
-                e.message.contains("log_unit"),
-                "names the role: {}",
-                e.message
-            );
+        Response::LogUnit(LogUnitResponse::Tails(tails)) => {
+            assert_eq!(tails.global, None);
+            assert_eq!(tails.trim_mark, 0);
         }
-        other => panic!("a hosted but unimplemented role answered {other:?}"),
+        other => panic!("the hosted log unit answered {other:?}"),
     }
     client.close();
     within(10, "node shutdown", node.shutdown()).await;

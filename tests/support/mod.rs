@@ -38,6 +38,7 @@ pub fn node_config(
         roles,
         tls: NodeTlsConfig::default(),
         transport: TransportConfig::default(),
+        log_unit: Default::default(),
     }
 }
 

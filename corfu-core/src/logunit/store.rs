@@ -53,6 +53,15 @@ pub enum StoreError {
     /// The store's files are not usable at start-up.
     #[error("{0}")]
     Recovery(String),
+    /// The request cannot be stored (for example an entry over the size
+    /// limit).
+    #[error("{0}")]
+    Invalid(String),
+    /// An earlier `fdatasync` failed: durability can no longer be promised,
+    /// so the store refuses writes until it is restarted (and recovers from
+    /// what is on disk).
+    #[error("store failed: {0}")]
+    Failed(String),
 }
 
 /// Durable write-once storage of one address space.
@@ -91,6 +100,12 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// The durable sequence: tickets up to it are durable.
     fn durable(&self) -> watch::Receiver<Ticket>;
+
+    /// An error if the store can no longer promise durability (a failed
+    /// sync); checked after waiting for a ticket.
+    fn health(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The conformance suite every [`LogStore`] must pass. `open` builds a

@@ -12,6 +12,9 @@
 //!
 //! [transport]
 //! request_timeout_ms = 5000
+//!
+//! [log_unit]
+//! sync = "always"               # always | batch | never
 //! ```
 
 use std::net::SocketAddr;
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::logunit::LogUnitConfig;
 use crate::transport::tls::NodeTlsConfig;
 use crate::transport::TransportConfig;
 use crate::types::{ClusterId, Role};
@@ -45,6 +49,9 @@ pub struct NodeConfig {
     /// Transport limits and windows.
     #[serde(default)]
     pub transport: TransportConfig,
+    /// Log unit storage (used when the node hosts the `log_unit` role).
+    #[serde(default)]
+    pub log_unit: LogUnitConfig,
 }
 
 /// A configuration file that cannot be used. Its `Display` is one line that
@@ -140,6 +147,7 @@ impl NodeConfig {
             return Err("field `cluster_id`: the all-zero id is reserved".into());
         }
         self.transport.validate()?;
+        self.log_unit.validate()?;
         Ok(())
     }
 }

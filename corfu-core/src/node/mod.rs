@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{ConfigError, NodeConfig};
 
+use crate::logunit::{FileStore, LogUnitLimits, LogUnitService, StoreError, SyncPolicy};
 use crate::transport::tls::{self, NodeTls, TlsError};
 use crate::transport::{self, Service, TransportError};
 use crate::types::{ClusterId, Role};
@@ -54,6 +55,9 @@ pub enum NodeError {
     /// The endpoint could not be bound.
     #[error("listen: {0}")]
     Transport(#[from] TransportError),
+    /// The log unit's store could not be opened.
+    #[error("log unit store: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// A running node.
@@ -236,6 +240,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let cluster_id = resolve_cluster_id(&data_dir, config.cluster_id)?;
     let node_tls = NodeTls::prepare(&config.tls, &data_dir, &config.node_id, config.listen.ip())?;
     let crypto = tls::server_crypto(&node_tls)?;
+    let roles = start_roles(&config, &data_dir).await?;
     let reset_key = load_or_create_secret(&data_dir.join("reset_key"))?;
     let endpoint = transport::bind_server_with_reset_key(
         config.listen,
@@ -251,7 +256,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         &config.node_id,
         cluster_id,
         &config.roles,
-        HashMap::new(),
+        roles,
     ));
     let (tx, rx) = oneshot::channel::<()>();
     let transport = Arc::new(config.transport.clone());
@@ -277,6 +282,41 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Opens the state of the roles the node hosts.
+async fn start_roles(
+    config: &NodeConfig,
+    data_dir: &Path,
+) -> Result<HashMap<Role, Arc<dyn Service>>, NodeError> {
+    let mut roles: HashMap<Role, Arc<dyn Service>> = HashMap::new();
+    if config.roles.contains(&Role::LogUnit) {
+        let dir = data_dir.join("log");
+        let store_config = config.log_unit.clone();
+        let store = tokio::task::spawn_blocking(move || FileStore::open(&dir, store_config))
+            .await
+            .map_err(|e| NodeError::DataDir {
+                path: data_dir.to_path_buf(),
+                reason: format!("opening the log store: {e}"),
+            })??;
+        let report = store.recovery_report().clone();
+        tracing::info!(
+            segments = report.segments,
+            records = report.records,
+            truncated_bytes = report.truncated_bytes,
+            corrupt_records = report.corrupt_records,
+            "log unit store recovered"
+        );
+        let limits = LogUnitLimits {
+            read_batch_max: config.log_unit.read_batch_max,
+            wait_for_sync: config.log_unit.sync == SyncPolicy::Always,
+        };
+        roles.insert(
+            Role::LogUnit,
+            Arc::new(LogUnitService::new(Arc::new(store), limits)),
+        );
+    }
+    Ok(roles)
 }
 
 /// Takes an exclusive lock on `data_dir/LOCK`, held while the node runs, so
