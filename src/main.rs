@@ -73,6 +73,25 @@ struct PingArgs {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// One log unit node over QUIC: batched writes/s (sync always and
+    /// never), write latency, range reads/s, index rebuild rate and memory.
+    Logunit {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Concurrent client tasks.
+        #[arg(long, default_value_t = 16)]
+        tasks: usize,
+        /// Entries per write batch.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Seconds per timed phase.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Entries written for the rebuild measurement.
+        #[arg(long, default_value_t = 1_000_000)]
+        rebuild_entries: u64,
+    },
     /// The transport against bare quinn: pipelined small requests/s and
     /// one-at-a-time round-trip latency.
     Rpc {
@@ -129,34 +148,78 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quickstart { dir } => {
             corfu::quickstart::run(corfu::quickstart::QuickstartOptions { dir }).await
         }
-        Command::Bench { which } => match which {
-            BenchCommand::Rpc {
-                json,
-                concurrency,
-                seconds,
-                runs,
-            } => {
-                anyhow::ensure!(
-                    seconds > 0.0 && seconds.is_finite(),
-                    "--seconds must be positive"
-                );
-                anyhow::ensure!(concurrency > 0, "--concurrency must be positive");
-                anyhow::ensure!(runs > 0, "--runs must be positive");
-                let cfg = bench::rpc::RpcBenchConfig {
-                    concurrency,
-                    run: Duration::from_secs_f64(seconds),
-                    runs,
-                    latency_run: Duration::from_secs_f64(seconds * 2.0),
-                };
-                let report = bench::rpc::run(&cfg).await?;
-                if json {
-                    println!("{}", serde_json::to_string(&report)?);
-                } else {
-                    print_rpc(&report);
+        Command::Bench { which } => {
+            match which {
+                BenchCommand::Logunit {
+                    json,
+                    tasks,
+                    batch,
+                    seconds,
+                    rebuild_entries,
+                } => {
+                    anyhow::ensure!(
+                        seconds > 0.0 && seconds.is_finite(),
+                        "--seconds must be positive"
+                    );
+                    anyhow::ensure!(
+                        tasks > 0 && batch > 0,
+                        "--tasks and --batch must be positive"
+                    );
+                    let cfg = bench::logunit::LogUnitBenchConfig {
+                        tasks,
+                        batch,
+                        payload_bytes: 64,
+                        run: Duration::from_secs_f64(seconds),
+                        rebuild_entries,
+                    };
+                    let r = bench::logunit::run(&cfg).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!(
+                            "logunit: {} tasks, batches of {}, {} B payloads",
+                            r.tasks, r.batch, r.payload_bytes
+                        );
+                        println!("  batched writes  sync=always {:>10.0}/s (target >= 250000)   sync=never {:>10.0}/s", r.writes_per_s_sync_always, r.writes_per_s_sync_never);
+                        println!("  group commit    {:>10.0} fdatasync/s", r.syncs_per_s);
+                        println!("  single writer   p50 {:>7.1} us p99 {:>7.1} us   raw 4 KiB append+fdatasync p50 {:>7.1} us (ratio {:.2})", r.single_write_latency.p50_us, r.single_write_latency.p99_us, r.raw_fdatasync_4k.p50_us, r.ratio_single_write_p50_to_raw_sync);
+                        println!("  range reads     {:>10.0} entries/s", r.reads_per_s);
+                        println!("  index rebuild   {:>10.0} entries/s over {} entries (target >= 1000000)", r.rebuild_entries_per_s, r.rebuild_entries);
+                        println!(
+                            "  index memory    {:>10.1} bytes/entry (target <= 32)",
+                            r.index_bytes_per_entry
+                        );
+                    }
+                    Ok(())
                 }
-                Ok(())
+                BenchCommand::Rpc {
+                    json,
+                    concurrency,
+                    seconds,
+                    runs,
+                } => {
+                    anyhow::ensure!(
+                        seconds > 0.0 && seconds.is_finite(),
+                        "--seconds must be positive"
+                    );
+                    anyhow::ensure!(concurrency > 0, "--concurrency must be positive");
+                    anyhow::ensure!(runs > 0, "--runs must be positive");
+                    let cfg = bench::rpc::RpcBenchConfig {
+                        concurrency,
+                        run: Duration::from_secs_f64(seconds),
+                        runs,
+                        latency_run: Duration::from_secs_f64(seconds * 2.0),
+                    };
+                    let report = bench::rpc::run(&cfg).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&report)?);
+                    } else {
+                        print_rpc(&report);
+                    }
+                    Ok(())
+                }
             }
-        },
+        }
     }
 }
 

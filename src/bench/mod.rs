@@ -1,6 +1,7 @@
 //! Benchmarks run by `corfu bench ...`. Each measures the project and a
 //! baseline in the same run and prints both with their ratio.
 
+pub mod logunit;
 pub mod rpc;
 
 use corfu_core::transport::tls::{ClusterCa, Identity, NodeTls, TlsError};

@@ -3,8 +3,9 @@
 //!
 //! - Records (see [`super::record`]) are appended to the active segment in
 //!   arrival order; a segment rolls over at `segment_bytes_max`.
-//! - The index maps an address to `(segment, offset)` packed in 8 bytes,
-//!   with junk flagged in the same word so junk reads need no I/O.
+//! - The index ([`super::index`]) maps an address to `(segment, offset)`
+//!   packed in 8 bytes, with junk flagged in the same word so junk reads
+//!   need no I/O.
 //! - Durability: with `sync = always` a write's ticket is durable only after
 //!   `fdatasync`, done by one syncer thread for every write that arrived
 //!   meanwhile (group commit); `batch` syncs every `batch_sync_interval_ms`
@@ -29,6 +30,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
+use super::index::AddressIndex;
 use super::record::{self, RecordError, Stored, HEADER_BYTES, MAGIC};
 use super::store::{LogStore, Put, StoreError, Ticket};
 use crate::types::{Address, Epoch, StreamId};
@@ -136,7 +138,7 @@ struct Segment {
 struct State {
     epoch: Epoch,
     trim_mark: Address,
-    index: FastMap<Address, u64>,
+    index: AddressIndex,
     corrupt: FastMap<Address, String>,
     global: Option<Address>,
     streams: FastMap<StreamId, Address>,
@@ -203,7 +205,7 @@ impl FileStore {
         let mut state = State {
             epoch,
             trim_mark,
-            index: FastMap::default(),
+            index: AddressIndex::new(),
             corrupt: FastMap::default(),
             global: None,
             streams: FastMap::default(),
@@ -254,17 +256,10 @@ impl FileStore {
         &self.report
     }
 
-    /// Entries in the index and an estimate of the index's memory, in
-    /// bytes (hash table buckets of 16-byte slots plus control bytes).
+    /// Entries in the index and the index's memory, in bytes.
     pub fn index_stats(&self) -> (usize, usize) {
         let state = self.inner.lock();
-        let entries = state.index.len();
-        let buckets = if state.index.capacity() == 0 {
-            0
-        } else {
-            (state.index.capacity() * 8 / 7).next_power_of_two()
-        };
-        (entries, buckets * (16 + 1))
+        (state.index.len(), state.index.memory_bytes())
     }
 
     /// `fdatasync` calls the syncer has made since the store was opened.
@@ -363,7 +358,7 @@ impl Inner {
                 outcomes.push(Put::Exists(items[first].1.clone()));
                 continue;
             }
-            if state.index.contains_key(address) || state.corrupt.contains_key(address) {
+            if state.index.contains(*address) || state.corrupt.contains_key(address) {
                 outcomes.push(Put::Exists(self.read_locked(state, *address)?));
                 continue;
             }
@@ -445,7 +440,13 @@ impl Inner {
                 reason: reason.clone(),
             });
         }
-        let loc = state.index[&address];
+        let loc = state
+            .index
+            .get(address)
+            .ok_or_else(|| StoreError::Corrupt {
+                address,
+                reason: "index entry vanished".into(),
+            })?;
         let (segment, offset, junk) = unpack(loc);
         if junk {
             return Ok(Stored::Junk);
@@ -455,6 +456,10 @@ impl Inner {
     }
 }
 
+/// Bytes read by the first `pread` of a record: most records fit, so a
+/// read costs one system call.
+const FIRST_READ_BYTES: usize = 512;
+
 /// Reads and checks the record of `address` at `offset`.
 fn read_record(
     file: &File,
@@ -463,14 +468,24 @@ fn read_record(
     body_max: u32,
 ) -> Result<Stored, StoreError> {
     let corrupt = |reason: String| StoreError::Corrupt { address, reason };
-    let mut header = [0u8; HEADER_BYTES];
-    file.read_exact_at(&mut header, offset)
-        .map_err(io(format!("read address {address}")))?;
-    let total = record::record_len(&header, body_max).map_err(|e| corrupt(e.to_string()))?;
-    let mut bytes = vec![0u8; total];
-    file.read_exact_at(&mut bytes, offset)
-        .map_err(io(format!("read address {address}")))?;
-    let (rec, _) = record::decode(&bytes, body_max).map_err(|e| corrupt(e.to_string()))?;
+    let read_err = || io(format!("read address {address}"));
+    let mut bytes = vec![0u8; FIRST_READ_BYTES];
+    let mut have = 0;
+    while have < HEADER_BYTES {
+        match file.read_at(&mut bytes[have..], offset + have as u64) {
+            Ok(0) => return Err(corrupt("record cut short by the end of its segment".into())),
+            Ok(n) => have += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_err()(e)),
+        }
+    }
+    let total = record::record_len(&bytes[..have], body_max).map_err(|e| corrupt(e.to_string()))?;
+    if total > have {
+        bytes.resize(total, 0);
+        file.read_exact_at(&mut bytes[have..], offset + have as u64)
+            .map_err(read_err())?;
+    }
+    let (rec, _) = record::decode(&bytes[..total], body_max).map_err(|e| corrupt(e.to_string()))?;
     if rec.address != address {
         return Err(corrupt(format!("record holds address {}", rec.address)));
     }
@@ -585,7 +600,7 @@ fn recover(
                 Ok((address, junk, total)) => {
                     report.records += 1;
                     if address >= state.trim_mark && !state.corrupt.contains_key(&address) {
-                        if state.index.contains_key(&address) {
+                        if state.index.contains(address) {
                             tracing::warn!(
                                 segment = id,
                                 offset = at,
@@ -619,7 +634,7 @@ fn recover(
                             ..
                         } = error
                         {
-                            state.index.remove(&address);
+                            state.index.remove(address);
                             state.corrupt.insert(
                                 address,
                                 format!("checksum mismatch in segment {id} at offset {at}"),
@@ -733,7 +748,7 @@ impl LogStore for FileStore {
                     reason: reason.clone(),
                 });
             }
-            let Some(&loc) = state.index.get(&address) else {
+            let Some(loc) = state.index.get(address) else {
                 return Ok(ReadOutcome::Unwritten);
             };
             let (segment, offset, junk) = unpack(loc);
@@ -782,7 +797,7 @@ impl LogStore for FileStore {
             }
             self.inner.write_meta(state.epoch, mark)?;
             state.trim_mark = mark;
-            state.index.retain(|a, _| *a >= mark);
+            state.index.remove_below(mark);
             state.corrupt.retain(|a, _| *a >= mark);
             let active = state.active;
             let doomed: Vec<u32> = state

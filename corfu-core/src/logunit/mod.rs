@@ -11,6 +11,7 @@
 //! never changes: that is what makes the shared log safe.
 
 pub mod file;
+pub mod index;
 pub mod memory;
 pub mod record;
 pub mod service;

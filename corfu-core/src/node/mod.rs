@@ -196,7 +196,7 @@ impl NodeService {
 
     fn node_answer(&self, body: &Request) -> Response {
         match body {
-            Request::Info => Response::Info(self.info.clone()),
+            Request::Info => Response::Info(Box::new(self.info.clone())),
             _ => Response::Pong,
         }
     }

@@ -38,12 +38,12 @@ pub enum LayoutRequest {
         /// The proposer's rank.
         rank: Rank,
         /// The proposed layout (its epoch is `epoch`).
-        layout: Layout,
+        layout: Box<Layout>,
     },
     /// The layout was chosen: record it as committed.
     Commit {
         /// The chosen layout.
-        layout: Layout,
+        layout: Box<Layout>,
     },
     /// Answer the highest committed layout.
     GetLayout,
@@ -67,7 +67,7 @@ pub enum LayoutResponse {
     /// Phase 1 promise, with the layout already accepted for the epoch.
     Promise {
         /// The highest-ranked accepted proposal for the epoch, if any.
-        accepted: Option<(Rank, Layout)>,
+        accepted: Option<(Rank, Box<Layout>)>,
     },
     /// Phase 2 accepted.
     Accepted,
@@ -79,10 +79,10 @@ pub enum LayoutResponse {
     /// The epoch is already committed (with this layout).
     AlreadyCommitted {
         /// The committed layout.
-        layout: Layout,
+        layout: Box<Layout>,
     },
     /// Commit recorded.
     Committed,
     /// The highest committed layout, if the service was bootstrapped.
-    Layout(Option<Layout>),
+    Layout(Option<Box<Layout>>),
 }

@@ -119,7 +119,7 @@ pub enum Response {
     /// Answer to `Ping`.
     Pong,
     /// Answer to `Info`.
-    Info(NodeInfo),
+    Info(Box<NodeInfo>),
     /// The request's epoch is not the role's current epoch: the sender must
     /// fetch the layout of epoch `current` (or newer) and retry.
     WrongEpoch {
