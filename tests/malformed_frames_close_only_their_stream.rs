@@ -13,6 +13,7 @@ use corfu::core::node::{self, RunningNode};
 use corfu::core::transport::{tls, TransportConfig, FRAME_ERROR_CODE};
 use corfu::core::types::{ClusterId, Role};
 use corfu::core::wire::frame::{encode_frame, FRAME_BYTES_MAX_DEFAULT, LENGTH_PREFIX_BYTES};
+use corfu::core::wire::logunit::{LogUnitResponse, ReadOutcome};
 use corfu::core::wire::{
     FrameDecoder, Header, LogUnitRequest, Request, RequestFrame, Response, ResponseFrame,
     ServerErrorKind, PROTOCOL_VERSION,
@@ -207,7 +208,11 @@ async fn hand_encoded_frames_get_framed_answers_by_request_id() {
     };
     assert_eq!(kind(&answers[&3]), Some(ServerErrorKind::WrongCluster));
     assert_eq!(kind(&answers[&4]), Some(ServerErrorKind::ProtocolVersion));
-    assert_eq!(kind(&answers[&5]), Some(ServerErrorKind::Unsupported));
+    assert_eq!(
+        answers[&5],
+        Response::LogUnit(LogUnitResponse::Read(ReadOutcome::Unwritten)),
+        "the log unit answers reads"
+    );
 
     // The single ping frame on its own stream.
     let (reset, answer) = send_on_new_stream(&raw.conn, &ping, true).await;

@@ -2,3 +2,387 @@
 //! keeps per-stream tails and backpointers, and resolves transactions with
 //! conditional tokens. Soft state: a new sequencer bootstraps from the tails
 //! the log units report when sealed.
+//!
+//! [`Sequencer`] is the pure core of the role: it takes a request and the
+//! request's epoch and returns the answer; it does no I/O and reads no
+//! clock. The driver wraps it in a mutex, so every rule below holds per
+//! request, atomically.
+//!
+//! Rules:
+//! - **Tokens.** `Token { count, streams }` grants `[next, next + count)`.
+//!   Every granted address belongs to every named stream. For each stream
+//!   the answer carries the stream's last address before the grant; the
+//!   backpointer of `start + i` (i > 0) is `start + i - 1`. Grants are
+//!   unique and gap-free within one bootstrap. A token is only a hint of
+//!   where to write: write-once at the log units is what keeps the log
+//!   safe, so a lost or duplicated grant costs a retry or a hole, never a
+//!   wrong value.
+//! - **Conditional tokens** (`conflicts.rs`). With a condition `(snapshot,
+//!   read set, write set)` the grant happens only if `snapshot` is at or
+//!   above the floor and no read-set key was written above `snapshot`;
+//!   then every write-set key is recorded as written at the last granted
+//!   address. Otherwise the answer is `Abort` and nothing is granted. Plain
+//!   tokens record no keys, so objects read inside transactions must be
+//!   written with conditional tokens for their writes to be seen.
+//! - **Tail** answers the next address and stream tails without granting
+//!   (Tango's fast check). **StreamAddresses** answers a stream's addresses
+//!   in `[from, to)` from a per-stream roaring bitmap, ascending, cut to
+//!   `stream_addresses_max`: the caller continues from the last address
+//!   plus 1.
+//! - **Epochs** (CORFU §3.4). A request whose epoch is below the
+//!   sequencer's gets `WrongEpoch`. `Seal(e)` with `e` above the current
+//!   epoch moves to `e` and stops serving tokens, tails and addresses
+//!   until `Bootstrap(e')` with `e' >= e` (CorfuDB's sequencer is "not
+//!   ready" the same way): between the seal and the bootstrap its state
+//!   may miss what another sequencer granted, and granting from it could
+//!   commit a transaction that conflicts. Sealing at the current epoch
+//!   again changes nothing, so a late seal from a racing reconfiguration
+//!   cannot stop a bootstrapped sequencer.
+//! - **Bootstrap** (after a reconfiguration) restarts from the tails the
+//!   sealed log units reported: `next`, each stream's tail, and the floor
+//!   `next`, so every transaction whose snapshot precedes the failover
+//!   aborts and retries; the conflict table is emptied. The per-stream
+//!   address index then knows only the recovered tails: `StreamAddresses`
+//!   below the bootstrap's `next` is incomplete and readers fall back to
+//!   backpointers there. One exception keeps grants unique: if this
+//!   sequencer already granted tokens in the bootstrap's epoch (or a later
+//!   one), writes from those grants may be in the log beyond the reported
+//!   tails, so it keeps its state and only raises `next`, the tails and
+//!   the floor to the bootstrap's (like CorfuDB's bootstrap "without tails
+//!   update" when the primary stays the same).
+//! - **Start.** [`Sequencer::new`] serves at once from address 0 at epoch 0
+//!   (and any higher request epoch): right only for a brand-new, empty log.
+//!   A sequencer that restarts in a running cluster has lost its soft
+//!   state and must start with [`Sequencer::awaiting_bootstrap`].
+
+mod config;
+mod conflicts;
+
+pub use config::SequencerConfig;
+
+use std::collections::HashMap;
+
+use roaring::RoaringTreemap;
+
+use crate::types::{Address, Epoch, StreamId};
+use crate::wire::sequencer::{SequencerRequest, SequencerResponse, TxnCondition};
+use crate::wire::{Response, ServerErrorKind};
+use conflicts::ConflictTable;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// The sequencer role's state and rules (see the module docs).
+pub struct Sequencer {
+    config: SequencerConfig,
+    /// The sealed epoch: requests of lower epochs are refused.
+    epoch: Epoch,
+    /// False between a seal that raised the epoch and the next bootstrap:
+    /// the state may then miss grants of another sequencer.
+    bootstrapped: bool,
+    /// The highest request epoch of any grant: a bootstrap of that epoch
+    /// or a lower one must not forget those grants.
+    granted_epoch_max: Option<Epoch>,
+    /// The next address to grant.
+    next: Address,
+    /// Per stream, the last address granted to it (or recovered).
+    stream_tails: FastMap<StreamId, Address>,
+    /// Per stream, every address granted to it since the last bootstrap,
+    /// plus the recovered tail.
+    stream_index: FastMap<StreamId, RoaringTreemap>,
+    conflicts: ConflictTable,
+}
+
+impl Sequencer {
+    /// A sequencer for a brand-new, empty log: epoch 0, next address 0,
+    /// serving at once. `config` is used as given; the node checks it with
+    /// [`SequencerConfig::validate`] when it loads its configuration.
+    pub fn new(config: SequencerConfig) -> Sequencer {
+        let keys_max = usize::try_from(config.conflict_keys_max).unwrap_or(usize::MAX);
+        Sequencer {
+            config,
+            epoch: 0,
+            bootstrapped: true,
+            granted_epoch_max: None,
+            next: 0,
+            stream_tails: FastMap::default(),
+            stream_index: FastMap::default(),
+            conflicts: ConflictTable::new(keys_max, 0),
+        }
+    }
+
+    /// A sequencer that has lost its state (restart in a running cluster):
+    /// it answers only `Seal` and `Bootstrap` until bootstrapped.
+    pub fn awaiting_bootstrap(config: SequencerConfig) -> Sequencer {
+        Sequencer {
+            bootstrapped: false,
+            ..Sequencer::new(config)
+        }
+    }
+
+    /// The sealed epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Whether tokens, tails and addresses are served.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped
+    }
+
+    /// The next address a token would get.
+    pub fn next(&self) -> Address {
+        self.next
+    }
+
+    /// The transaction floor: conditional tokens whose snapshot is below it
+    /// abort.
+    pub fn floor(&self) -> Address {
+        self.conflicts.floor()
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &SequencerConfig {
+        &self.config
+    }
+
+    /// Number of keys in the conflict table (at most `conflict_keys_max`).
+    pub fn conflict_keys(&self) -> usize {
+        self.conflicts.len()
+    }
+
+    /// Number of streams with a known tail.
+    pub fn streams(&self) -> usize {
+        self.stream_tails.len()
+    }
+
+    /// Serves one request sent at `epoch` (the request header's epoch).
+    pub fn handle(&mut self, epoch: Epoch, request: SequencerRequest) -> Response {
+        if epoch < self.epoch {
+            return self.wrong_epoch();
+        }
+        match request {
+            SequencerRequest::Token {
+                count,
+                streams,
+                condition,
+            } => self.token(epoch, count, &streams, condition.as_ref()),
+            SequencerRequest::Tail { streams } => self.tail(&streams),
+            SequencerRequest::StreamAddresses { stream, from, to } => {
+                self.stream_addresses(stream, from, to)
+            }
+            SequencerRequest::Seal { epoch } => self.seal(epoch),
+            SequencerRequest::Bootstrap {
+                epoch,
+                next,
+                stream_tails,
+            } => self.bootstrap(epoch, next, &stream_tails),
+        }
+    }
+
+    fn token(
+        &mut self,
+        epoch: Epoch,
+        count: u32,
+        streams: &[StreamId],
+        condition: Option<&TxnCondition>,
+    ) -> Response {
+        if !self.bootstrapped {
+            return self.not_ready();
+        }
+        if count == 0 || count > self.config.token_count_max {
+            return invalid(format!(
+                "token count {count} is outside 1..={}",
+                self.config.token_count_max
+            ));
+        }
+        if let Err(message) = check_streams(streams, self.config.token_streams_max) {
+            return invalid(message);
+        }
+        if let Some(c) = condition {
+            let keys = c.read_set.len().saturating_add(c.write_set.len());
+            if keys > self.config.txn_keys_max as usize {
+                return invalid(format!(
+                    "{keys} conflict keys, more than txn_keys_max = {}",
+                    self.config.txn_keys_max
+                ));
+            }
+        }
+        let start = self.next;
+        let Some(end) = start.checked_add(u64::from(count)) else {
+            return Response::error(
+                ServerErrorKind::Unavailable,
+                format!("address space exhausted: cannot grant {count} addresses at {start}"),
+            );
+        };
+        let last = end - 1;
+        if let Some(c) = condition {
+            if let Err((key, address)) = self.conflicts.check(c.snapshot, &c.read_set) {
+                return Response::Sequencer(SequencerResponse::Abort { key, address });
+            }
+        }
+
+        // Everything is checked: grant.
+        self.next = end;
+        self.granted_epoch_max = self.granted_epoch_max.max(Some(epoch));
+        let previous = streams
+            .iter()
+            .map(|&stream| {
+                self.stream_index
+                    .entry(stream)
+                    .or_default()
+                    .insert_range(start..end);
+                (stream, self.stream_tails.insert(stream, last))
+            })
+            .collect();
+        if let Some(c) = condition {
+            self.conflicts.record(last, &c.write_set);
+        }
+        Response::Sequencer(SequencerResponse::Token {
+            start,
+            count,
+            previous,
+        })
+    }
+
+    fn tail(&self, streams: &[StreamId]) -> Response {
+        if !self.bootstrapped {
+            return self.not_ready();
+        }
+        if streams.len() > self.config.tail_streams_max as usize {
+            return invalid(format!(
+                "{} streams, more than tail_streams_max = {}",
+                streams.len(),
+                self.config.tail_streams_max
+            ));
+        }
+        Response::Sequencer(SequencerResponse::Tail {
+            next: self.next,
+            streams: streams
+                .iter()
+                .map(|s| (*s, self.stream_tails.get(s).copied()))
+                .collect(),
+        })
+    }
+
+    fn stream_addresses(&self, stream: StreamId, from: Address, to: Address) -> Response {
+        if !self.bootstrapped {
+            return self.not_ready();
+        }
+        if to < from {
+            return invalid(format!("empty range: to {to} is below from {from}"));
+        }
+        let addresses = match self.stream_index.get(&stream) {
+            None => Vec::new(),
+            Some(index) => {
+                let mut iter = index.iter();
+                iter.advance_to(from);
+                iter.take_while(|a| *a < to)
+                    .take(self.config.stream_addresses_max as usize)
+                    .collect()
+            }
+        };
+        Response::Sequencer(SequencerResponse::Addresses(addresses))
+    }
+
+    fn seal(&mut self, epoch: Epoch) -> Response {
+        if epoch < self.epoch {
+            return self.wrong_epoch();
+        }
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.bootstrapped = false;
+        }
+        Response::Sequencer(SequencerResponse::Done)
+    }
+
+    fn bootstrap(
+        &mut self,
+        epoch: Epoch,
+        next: Address,
+        stream_tails: &[(StreamId, Address)],
+    ) -> Response {
+        if epoch < self.epoch {
+            return self.wrong_epoch();
+        }
+        if let Some((stream, tail)) = stream_tails.iter().find(|(_, tail)| *tail >= next) {
+            return invalid(format!(
+                "stream {stream} has tail {tail}, not below the bootstrap's next address {next}"
+            ));
+        }
+        let keep_state = self.granted_epoch_max.is_some_and(|g| g >= epoch);
+        if keep_state {
+            // Grants of this epoch may be in the log beyond the reported
+            // tails: forgetting them could grant an address twice or
+            // commit a conflicting transaction.
+            self.next = self.next.max(next);
+            self.conflicts.raise_floor(next);
+        } else {
+            self.next = next;
+            self.conflicts.reset(next);
+            self.stream_tails.clear();
+            self.stream_index.clear();
+        }
+        for &(stream, tail) in stream_tails {
+            let known = self.stream_tails.entry(stream).or_insert(tail);
+            *known = (*known).max(tail);
+            self.stream_index.entry(stream).or_default().insert(tail);
+        }
+        self.epoch = epoch;
+        self.bootstrapped = true;
+        Response::Sequencer(SequencerResponse::Done)
+    }
+
+    fn wrong_epoch(&self) -> Response {
+        Response::WrongEpoch {
+            current: self.epoch,
+        }
+    }
+
+    fn not_ready(&self) -> Response {
+        Response::error(
+            ServerErrorKind::Unavailable,
+            format!(
+                "sequencer sealed at epoch {} and not bootstrapped yet",
+                self.epoch
+            ),
+        )
+    }
+}
+
+// A summary: the address index can hold millions of addresses.
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("epoch", &self.epoch)
+            .field("bootstrapped", &self.bootstrapped)
+            .field("next", &self.next)
+            .field("floor", &self.floor())
+            .field("streams", &self.streams())
+            .field("conflict_keys", &self.conflict_keys())
+            .finish()
+    }
+}
+
+fn invalid(message: String) -> Response {
+    Response::error(ServerErrorKind::InvalidRequest, message)
+}
+
+/// At most `streams_max` streams, each once (an entry lists a stream once,
+/// with one backpointer); the error is the refusal's message.
+fn check_streams(streams: &[StreamId], streams_max: u32) -> Result<(), String> {
+    if streams.len() > streams_max as usize {
+        return Err(format!(
+            "{} streams, more than token_streams_max = {streams_max}",
+            streams.len()
+        ));
+    }
+    for (i, stream) in streams.iter().enumerate() {
+        if streams[..i].contains(stream) {
+            return Err(format!("stream {stream} is named twice"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
