@@ -19,6 +19,7 @@ async fn main() -> anyhow::Result<()> {
         tls: Default::default(),
         transport: TransportConfig::default(),
         log_unit: Default::default(),
+        sequencer: Default::default(),
     })
     .await?;
     let roots = tls::load_certs(node.ca_cert())?;

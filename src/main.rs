@@ -73,6 +73,22 @@ struct PingArgs {
 
 #[derive(Subcommand, Debug)]
 enum BenchCommand {
+    /// A sequencer node over QUIC: batched tokens/s and single-token
+    /// requests/s, against pings to the same node.
+    Sequencer {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Addresses per batched request.
+        #[arg(long, default_value_t = 64)]
+        batch: u32,
+        /// Seconds per timed run.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Runs per measurement (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// One log unit node over QUIC: batched writes/s (sync always and
     /// never), write latency, range reads/s, index rebuild rate and memory.
     Logunit {
@@ -150,6 +166,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench { which } => {
             match which {
+                BenchCommand::Sequencer {
+                    json,
+                    batch,
+                    seconds,
+                    runs,
+                } => {
+                    anyhow::ensure!(
+                        seconds > 0.0 && seconds.is_finite(),
+                        "--seconds must be positive"
+                    );
+                    anyhow::ensure!(batch > 0, "--batch must be positive");
+                    anyhow::ensure!(runs > 0, "--runs must be positive");
+                    let cfg = bench::sequencer::SequencerBenchConfig {
+                        batch,
+                        run: Duration::from_secs_f64(seconds),
+                        runs,
+                        ..Default::default()
+                    };
+                    let r = bench::sequencer::run(&cfg).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        println!("sequencer: batches of {} from {} tasks; single tokens and pings from {} tasks", r.batch, r.batched_tasks, r.single_tasks);
+                        println!(
+                            "  batched tokens  {:>10.0}/s (target >= 2000000)",
+                            r.batched_tokens_per_s
+                        );
+                        println!("  single tokens   {:>10.0}/s (target >= 300000)   pings {:>10.0}/s   ratio {:.2}", r.single_tokens_per_s, r.ping_per_s, r.ratio_single_to_ping);
+                    }
+                    Ok(())
+                }
                 BenchCommand::Logunit {
                     json,
                     tasks,

@@ -117,6 +117,7 @@ async fn start_node(dir: &std::path::Path, sync: SyncPolicy) -> anyhow::Result<B
             sync,
             ..LogUnitConfig::default()
         },
+        sequencer: Default::default(),
     })
     .await?;
     let roots = tls::load_certs(node.ca_cert())?;

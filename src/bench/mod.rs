@@ -3,6 +3,7 @@
 
 pub mod logunit;
 pub mod rpc;
+pub mod sequencer;
 
 use corfu_core::transport::tls::{ClusterCa, Identity, NodeTls, TlsError};
 

@@ -39,6 +39,7 @@ pub fn node_config(
         tls: NodeTlsConfig::default(),
         transport: TransportConfig::default(),
         log_unit: Default::default(),
+        sequencer: Default::default(),
     }
 }
 

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::logunit::LogUnitConfig;
+use crate::sequencer::SequencerConfig;
 use crate::transport::tls::NodeTlsConfig;
 use crate::transport::TransportConfig;
 use crate::types::{ClusterId, Role};
@@ -52,6 +53,9 @@ pub struct NodeConfig {
     /// Log unit storage (used when the node hosts the `log_unit` role).
     #[serde(default)]
     pub log_unit: LogUnitConfig,
+    /// Sequencer limits (used when the node hosts the `sequencer` role).
+    #[serde(default)]
+    pub sequencer: SequencerConfig,
 }
 
 /// A configuration file that cannot be used. Its `Display` is one line that
@@ -148,6 +152,7 @@ impl NodeConfig {
         }
         self.transport.validate()?;
         self.log_unit.validate()?;
+        self.sequencer.validate()?;
         Ok(())
     }
 }

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 pub use config::{ConfigError, NodeConfig};
 
 use crate::logunit::{FileStore, LogUnitLimits, LogUnitService, StoreError, SyncPolicy};
+use crate::sequencer::{Sequencer, SequencerService};
 use crate::transport::tls::{self, NodeTls, TlsError};
 use crate::transport::{self, Service, TransportError};
 use crate::types::{ClusterId, Role};
@@ -315,6 +316,13 @@ async fn start_roles(
             Role::LogUnit,
             Arc::new(LogUnitService::new(Arc::new(store), limits)),
         );
+    }
+    if config.roles.contains(&Role::Sequencer) {
+        // Soft state: after any start the sequencer serves nothing until a
+        // `Bootstrap` (cluster creation, or a reconfiguration with the
+        // tails the sealed log units reported) tells it where the log is.
+        let core = Sequencer::awaiting_bootstrap(config.sequencer.clone());
+        roles.insert(Role::Sequencer, Arc::new(SequencerService::new(core)));
     }
     Ok(roles)
 }

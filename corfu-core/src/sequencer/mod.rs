@@ -57,8 +57,10 @@
 
 mod config;
 mod conflicts;
+mod service;
 
 pub use config::SequencerConfig;
+pub use service::SequencerService;
 
 use std::collections::HashMap;
 
