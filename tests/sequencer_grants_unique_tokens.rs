@@ -63,7 +63,7 @@ async fn tokens_are_unique_gap_free_and_chained_per_stream() {
                 let chosen: Vec<StreamId> = streams
                     .iter()
                     .copied()
-                    .filter(|s| (c + i + s.0 as u64) % 2 == 0)
+                    .filter(|s| (c + i + s.0 as u64).is_multiple_of(2))
                     .collect();
                 match peer.call(1, token(count, chosen.clone())).await.unwrap() {
                     Response::Sequencer(SequencerResponse::Token {
