@@ -36,6 +36,7 @@
 
 pub mod client_config;
 pub mod layout;
+pub mod layout_service;
 pub mod logunit;
 pub mod node;
 pub mod sequencer;
