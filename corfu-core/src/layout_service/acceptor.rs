@@ -119,9 +119,12 @@ impl Acceptor {
                     return done;
                 }
                 match self.promised.get(&epoch) {
-                    Some(promised) if *promised > rank => {
-                        Self::answer(LayoutResponse::Rejected { promised: *promised }, false)
-                    }
+                    Some(promised) if *promised > rank => Self::answer(
+                        LayoutResponse::Rejected {
+                            promised: *promised,
+                        },
+                        false,
+                    ),
                     current => {
                         let changed = current != Some(&rank);
                         self.promised.insert(epoch, rank);
@@ -145,14 +148,22 @@ impl Acceptor {
                     return Outcome {
                         response: Response::error(
                             ServerErrorKind::InvalidRequest,
-                            format!("proposal for epoch {epoch} carries a layout of epoch {}", layout.epoch),
+                            format!(
+                                "proposal for epoch {epoch} carries a layout of epoch {}",
+                                layout.epoch
+                            ),
                         ),
                         changed: false,
                     };
                 }
                 if let Some(promised) = self.promised.get(&epoch) {
                     if *promised > rank {
-                        return Self::answer(LayoutResponse::Rejected { promised: *promised }, false);
+                        return Self::answer(
+                            LayoutResponse::Rejected {
+                                promised: *promised,
+                            },
+                            false,
+                        );
                     }
                 }
                 let changed = self.accepted.get(&epoch) != Some(&(rank, (*layout).clone()))
@@ -246,15 +257,26 @@ mod tests {
     #[test]
     fn rule_prepare_promises_and_rejects_lower_ranks() {
         let mut a = Acceptor::default();
-        assert_eq!(prepare(&mut a, 1, rank(2, 1)), LayoutResponse::Promise { accepted: None });
+        assert_eq!(
+            prepare(&mut a, 1, rank(2, 1)),
+            LayoutResponse::Promise { accepted: None }
+        );
         assert_eq!(
             prepare(&mut a, 1, rank(1, 9)),
-            LayoutResponse::Rejected { promised: rank(2, 1) }
+            LayoutResponse::Rejected {
+                promised: rank(2, 1)
+            }
         );
         // Ranks order by number, then proposer id.
-        assert_eq!(prepare(&mut a, 1, rank(2, 2)), LayoutResponse::Promise { accepted: None });
+        assert_eq!(
+            prepare(&mut a, 1, rank(2, 2)),
+            LayoutResponse::Promise { accepted: None }
+        );
         // Epochs are independent instances.
-        assert_eq!(prepare(&mut a, 2, rank(1, 1)), LayoutResponse::Promise { accepted: None });
+        assert_eq!(
+            prepare(&mut a, 2, rank(1, 1)),
+            LayoutResponse::Promise { accepted: None }
+        );
     }
 
     #[test]
@@ -263,9 +285,14 @@ mod tests {
         prepare(&mut a, 1, rank(3, 1));
         assert_eq!(
             propose(&mut a, 1, rank(2, 1), layout(1, "x")),
-            LayoutResponse::Rejected { promised: rank(3, 1) }
+            LayoutResponse::Rejected {
+                promised: rank(3, 1)
+            }
         );
-        assert_eq!(propose(&mut a, 1, rank(3, 1), layout(1, "x")), LayoutResponse::Accepted);
+        assert_eq!(
+            propose(&mut a, 1, rank(3, 1), layout(1, "x")),
+            LayoutResponse::Accepted
+        );
         assert_eq!(
             prepare(&mut a, 1, rank(4, 2)),
             LayoutResponse::Promise {
@@ -277,11 +304,12 @@ mod tests {
     #[test]
     fn rule_commit_is_final_and_answers_late_proposers() {
         let mut a = Acceptor::default();
-        assert!(a
-            .handle(LayoutRequest::Commit {
+        assert!(
+            a.handle(LayoutRequest::Commit {
                 layout: Box::new(layout(1, "x"))
             })
-            .changed);
+            .changed
+        );
         let late = prepare(&mut a, 1, rank(9, 9));
         assert_eq!(
             late,
@@ -299,11 +327,12 @@ mod tests {
         ));
         assert_eq!(a.committed(), Some(&layout(1, "x")));
         // Committing again is idempotent and changes nothing.
-        assert!(!a
-            .handle(LayoutRequest::Commit {
+        assert!(
+            !a.handle(LayoutRequest::Commit {
                 layout: Box::new(layout(1, "x"))
             })
-            .changed);
+            .changed
+        );
     }
 
     #[test]
@@ -321,7 +350,9 @@ mod tests {
         let mut b = restored;
         assert_eq!(
             prepare(&mut b, 2, rank(4, 1)),
-            LayoutResponse::Rejected { promised: rank(5, 1) },
+            LayoutResponse::Rejected {
+                promised: rank(5, 1)
+            },
             "a restarted acceptor keeps its promises"
         );
     }

@@ -3,3 +3,5 @@
 //! ([`proposer`]) that bootstraps a cluster and decides each next layout.
 
 pub mod acceptor;
+pub mod proposer;
+pub mod service;

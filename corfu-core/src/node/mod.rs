@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 pub use config::{ConfigError, NodeConfig};
 
+use crate::layout_service::service::LayoutServerService;
 use crate::logunit::{FileStore, LogUnitLimits, LogUnitService, StoreError, SyncPolicy};
 use crate::sequencer::{Sequencer, SequencerService};
 use crate::transport::tls::{self, NodeTls, TlsError};
@@ -316,6 +317,16 @@ async fn start_roles(
             Role::LogUnit,
             Arc::new(LogUnitService::new(Arc::new(store), limits)),
         );
+    }
+    if config.roles.contains(&Role::LayoutServer) {
+        let dir = data_dir.join("layout");
+        let service = tokio::task::spawn_blocking(move || LayoutServerService::open(&dir))
+            .await
+            .map_err(|e| NodeError::DataDir {
+                path: data_dir.to_path_buf(),
+                reason: format!("opening the layout server state: {e}"),
+            })??;
+        roles.insert(Role::LayoutServer, Arc::new(service));
     }
     if config.roles.contains(&Role::Sequencer) {
         // Soft state: after any start the sequencer serves nothing until a

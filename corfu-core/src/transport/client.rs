@@ -259,7 +259,16 @@ impl Peer {
         }
         if let Some((at, err)) = last_failure.as_ref() {
             if at.elapsed() < RECONNECT_BACKOFF {
-                return Err(err.clone());
+                return Err(match err.clone() {
+                    TransportError::Connect { addr, reason } => TransportError::Connect {
+                        addr,
+                        reason: format!(
+                            "{reason} (a moment ago; retrying after {} ms)",
+                            RECONNECT_BACKOFF.as_millis()
+                        ),
+                    },
+                    other => other,
+                });
             }
         }
         match self.connect().await {
