@@ -3,5 +3,7 @@
 //! ([`proposer`]) that bootstraps a cluster and decides each next layout.
 
 pub mod acceptor;
+#[cfg(test)]
+mod model;
 pub mod proposer;
 pub mod service;
