@@ -149,8 +149,9 @@ pub fn record_len(bytes: &[u8], body_bytes_max: u32) -> Result<usize, RecordErro
     Ok(HEADER_BYTES + len as usize)
 }
 
-/// Decodes the record at the start of `bytes`; returns it and its length.
-pub fn decode(bytes: &[u8], body_bytes_max: u32) -> Result<(Record, usize), RecordError> {
+/// The body of the record at the start of `bytes`, after checking its
+/// header and checksum, and the record's total length.
+fn checked_body(bytes: &[u8], body_bytes_max: u32) -> Result<(&[u8], usize), RecordError> {
     let total = record_len(bytes, body_bytes_max)?;
     if bytes.len() < total {
         return Err(RecordError::Incomplete {
@@ -168,6 +169,12 @@ pub fn decode(bytes: &[u8], body_bytes_max: u32) -> Result<(Record, usize), Reco
             address_hint: Some(u64_at(body, 0)),
         });
     }
+    Ok((body, total))
+}
+
+/// Decodes the record at the start of `bytes`; returns it and its length.
+pub fn decode(bytes: &[u8], body_bytes_max: u32) -> Result<(Record, usize), RecordError> {
+    let (body, total) = checked_body(bytes, body_bytes_max)?;
     let address = u64_at(body, 0);
     let kind = body[8];
     let n = u16::from_le_bytes([body[9], body[10]]) as usize;
@@ -212,23 +219,7 @@ pub fn scan(
     body_bytes_max: u32,
     mut on_stream: impl FnMut(StreamId),
 ) -> Result<(Address, bool, usize), RecordError> {
-    let total = record_len(bytes, body_bytes_max)?;
-    if bytes.len() < total {
-        return Err(RecordError::Incomplete {
-            have: bytes.len(),
-            need: total,
-        });
-    }
-    let body = &bytes[HEADER_BYTES..total];
-    let stored = u32_at(bytes, 8);
-    let computed = crc32c::crc32c(body);
-    if stored != computed {
-        return Err(RecordError::BadChecksum {
-            stored,
-            computed,
-            address_hint: Some(u64_at(body, 0)),
-        });
-    }
+    let (body, total) = checked_body(bytes, body_bytes_max)?;
     let address = u64_at(body, 0);
     let n = u16::from_le_bytes([body[9], body[10]]) as usize;
     match body[8] {
