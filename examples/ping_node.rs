@@ -10,17 +10,11 @@ use corfu::core::wire::{Request, Response};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let node = node::start(NodeConfig {
-        node_id: "example".into(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        data_dir: dir.path().join("node"),
-        cluster_id: None,
-        roles: vec![Role::LogUnit],
-        tls: Default::default(),
-        transport: TransportConfig::default(),
-        log_unit: Default::default(),
-        sequencer: Default::default(),
-    })
+    let node = node::start(NodeConfig::local(
+        "example",
+        &dir.path().join("node"),
+        vec![Role::LogUnit],
+    ))
     .await?;
     let roots = tls::load_certs(node.ca_cert())?;
     let client = ClientEndpoint::new(

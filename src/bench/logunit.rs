@@ -106,18 +106,11 @@ struct BenchNode {
 
 async fn start_node(dir: &std::path::Path, sync: SyncPolicy) -> anyhow::Result<BenchNode> {
     let node = node::start(NodeConfig {
-        node_id: "bench".into(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        data_dir: dir.to_path_buf(),
-        cluster_id: None,
-        roles: vec![Role::LogUnit],
-        tls: Default::default(),
-        transport: TransportConfig::default(),
         log_unit: LogUnitConfig {
             sync,
             ..LogUnitConfig::default()
         },
-        sequencer: Default::default(),
+        ..NodeConfig::local("bench", dir, vec![Role::LogUnit])
     })
     .await?;
     let roots = tls::load_certs(node.ca_cert())?;

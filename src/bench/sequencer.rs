@@ -105,17 +105,11 @@ fn stream(t: usize) -> Vec<StreamId> {
 /// Runs the benchmark.
 pub async fn run(cfg: &SequencerBenchConfig) -> anyhow::Result<SequencerReport> {
     let dir = tempfile::tempdir()?;
-    let node = node::start(NodeConfig {
-        node_id: "bench".into(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        data_dir: dir.path().to_path_buf(),
-        cluster_id: None,
-        roles: vec![Role::Sequencer],
-        tls: Default::default(),
-        transport: TransportConfig::default(),
-        log_unit: Default::default(),
-        sequencer: Default::default(),
-    })
+    let node = node::start(NodeConfig::local(
+        "bench",
+        dir.path(),
+        vec![Role::Sequencer],
+    ))
     .await?;
     let roots = tls::load_certs(node.ca_cert())?;
     let client = ClientEndpoint::new(

@@ -94,6 +94,22 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
 }
 
 impl NodeConfig {
+    /// A node on `127.0.0.1` with a free port and every other setting at
+    /// its default: for embedded clusters, examples, benchmarks and tests.
+    pub fn local(node_id: &str, data_dir: &Path, roles: Vec<Role>) -> NodeConfig {
+        NodeConfig {
+            node_id: node_id.to_string(),
+            listen: ([127, 0, 0, 1], 0).into(),
+            data_dir: data_dir.to_path_buf(),
+            cluster_id: None,
+            roles,
+            tls: NodeTlsConfig::default(),
+            transport: TransportConfig::default(),
+            log_unit: LogUnitConfig::default(),
+            sequencer: SequencerConfig::default(),
+        }
+    }
+
     /// Reads, parses and validates a node config file; relative paths in it
     /// are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
