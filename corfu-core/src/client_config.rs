@@ -9,12 +9,17 @@
 //! ca_cert = "ca.pem"            # relative paths are relative to this file
 //! # cert = "client.pem"         # for clusters with client_auth
 //! # key = "client.key"
+//!
+//! [client]                      # optional; see `LogClientOptions`
+//! hole_fill = "wait_then_fill"  # wait_then_fill | immediately | never
+//! hole_fill_timeout_ms = 300
 //! ```
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::client::LogClientOptions;
 use crate::node::config::{parse_toml, ConfigError};
 use crate::transport::tls::{self, ClientTlsConfig, TlsError};
 use crate::transport::{ClientEndpoint, TransportConfig, TransportError};
@@ -33,6 +38,9 @@ pub struct ClientConfig {
     /// Transport limits and windows.
     #[serde(default)]
     pub transport: TransportConfig,
+    /// Log client settings (hole filling, batching, retries).
+    #[serde(default)]
+    pub client: LogClientOptions,
 }
 
 /// A client endpoint could not be built.
@@ -91,7 +99,8 @@ impl ClientConfig {
         if self.cluster_id == ClusterId::ANY {
             return Err("field `cluster_id`: the all-zero id is reserved".into());
         }
-        self.transport.validate()
+        self.transport.validate()?;
+        self.client.validate()
     }
 
     /// A client endpoint trusting the cluster CA (and presenting the client

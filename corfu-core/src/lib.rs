@@ -13,6 +13,8 @@
 //! - [`transport`]: QUIC (quinn) with TLS, pipelined requests over
 //!   long-lived streams;
 //! - [`layout`]: the layout (segments, stripes, chains) of an epoch;
+//! - [`client`]: the log client (chain replication, hole filling,
+//!   batching, streams);
 //! - [`node`]: one process hosting the roles its config names.
 //!
 //! Protocol cores are pure (they take a request, and `now` where time
@@ -34,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod client_config;
 pub mod layout;
 pub mod layout_service;

@@ -492,6 +492,49 @@ fn read_record(
     Ok(rec.value)
 }
 
+/// Records read by one `pread` in `get_many` span at most this many bytes.
+const SPAN_BYTES_MAX: u64 = 1 << 20;
+
+/// Reads into `buf` from `offset` until it is full or the file ends;
+/// returns the bytes read.
+fn read_span(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut have = 0;
+    while have < buf.len() {
+        match file.read_at(&mut buf[have..], offset + have as u64) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(have)
+}
+
+/// Decodes the record of `address` at `at` in `span` if it lies wholly
+/// inside; `None` if it runs past the span's end.
+fn record_in_span(
+    span: &[u8],
+    at: usize,
+    address: Address,
+    body_max: u32,
+) -> Option<Result<Stored, StoreError>> {
+    let corrupt = |reason: String| StoreError::Corrupt { address, reason };
+    let bytes = span.get(at..)?;
+    if bytes.len() < HEADER_BYTES {
+        return None;
+    }
+    let total = match record::record_len(bytes, body_max) {
+        Ok(total) => total,
+        Err(e) => return Some(Err(corrupt(e.to_string()))),
+    };
+    let bytes = bytes.get(..total)?;
+    Some(match record::decode(bytes, body_max) {
+        Ok((rec, _)) if rec.address == address => Ok(rec.value),
+        Ok((rec, _)) => Err(corrupt(format!("record holds address {}", rec.address))),
+        Err(e) => Err(corrupt(e.to_string())),
+    })
+}
+
 fn create_segment(dir: &Path, state: &mut State, id: u32) -> Result<(), StoreError> {
     let path = segment_path(dir, id);
     let file = fs::OpenOptions::new()
@@ -767,6 +810,87 @@ impl LogStore for FileStore {
                 Err(e)
             }
         }
+    }
+
+    fn get_many(&self, addresses: &[Address]) -> Result<Vec<ReadOutcome>, StoreError> {
+        // Under the lock: answers that need no I/O, and where the others
+        // live.
+        let mut out = Vec::with_capacity(addresses.len());
+        let mut plan: Vec<(usize, Arc<File>, u32, u64)> = Vec::new();
+        {
+            let state = self.inner.lock();
+            for (i, &address) in addresses.iter().enumerate() {
+                if address < state.trim_mark {
+                    out.push(ReadOutcome::Trimmed);
+                    continue;
+                }
+                if let Some(reason) = state.corrupt.get(&address) {
+                    return Err(StoreError::Corrupt {
+                        address,
+                        reason: reason.clone(),
+                    });
+                }
+                let Some(loc) = state.index.get(address) else {
+                    out.push(ReadOutcome::Unwritten);
+                    continue;
+                };
+                let (segment, offset, junk) = unpack(loc);
+                if junk {
+                    out.push(ReadOutcome::Junk);
+                    continue;
+                }
+                let file = match plan.last() {
+                    Some((_, file, id, _)) if *id == segment => file.clone(),
+                    _ => state.segments[&segment].file.clone(),
+                };
+                plan.push((i, file, segment, offset));
+                out.push(ReadOutcome::Unwritten); // replaced below
+            }
+        }
+        // Without the lock: runs of records close together in one segment
+        // are read with one pread each.
+        let body_max = self.inner.config.entry_bytes_max;
+        let mut span = Vec::new();
+        let mut k = 0;
+        while k < plan.len() {
+            let (_, file, segment, base) = &plan[k];
+            let mut end = k + 1;
+            while end < plan.len()
+                && plan[end].2 == *segment
+                && plan[end].3 > plan[end - 1].3
+                && plan[end].3 - base < SPAN_BYTES_MAX
+            {
+                end += 1;
+            }
+            let last = plan[end - 1].3;
+            span.resize((last - base) as usize + FIRST_READ_BYTES, 0);
+            let have = read_span(file, &mut span, *base)
+                .map_err(io(format!("read address {}", addresses[plan[k].0])))?;
+            for (i, file, _, offset) in &plan[k..end] {
+                let address = addresses[*i];
+                let stored = match record_in_span(
+                    &span[..have],
+                    (offset - base) as usize,
+                    address,
+                    body_max,
+                ) {
+                    Some(stored) => stored,
+                    None => read_record(file, *offset, address, body_max),
+                };
+                out[*i] = match stored {
+                    Ok(Stored::Data(entry)) => ReadOutcome::Data(entry),
+                    Ok(Stored::Junk) => ReadOutcome::Junk,
+                    Err(e) => {
+                        if let StoreError::Corrupt { reason, .. } = &e {
+                            tracing::error!(address, %reason, "corrupt record; not served");
+                        }
+                        return Err(e);
+                    }
+                };
+            }
+            k = end;
+        }
+        Ok(out)
     }
 
     fn epoch(&self) -> Epoch {

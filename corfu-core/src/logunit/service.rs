@@ -53,14 +53,15 @@ impl<S: LogStore> LogUnitService<S> {
     }
 
     fn reads(&self, addresses: impl Iterator<Item = Address>) -> Response {
-        let mut out = Vec::new();
-        for address in addresses.take(self.limits.read_batch_max as usize) {
-            match self.read(address) {
-                Ok(outcome) => out.push((address, outcome)),
-                Err(answer) => return answer,
-            }
+        let addresses: Vec<Address> = addresses
+            .take(self.limits.read_batch_max as usize)
+            .collect();
+        match self.store.get_many(&addresses) {
+            Ok(outcomes) => Response::LogUnit(LogUnitResponse::Reads(
+                addresses.into_iter().zip(outcomes).collect(),
+            )),
+            Err(e) => store_error(e),
         }
-        Response::LogUnit(LogUnitResponse::Reads(out))
     }
 
     /// Writes, returning each outcome and the ticket to wait for.

@@ -83,6 +83,12 @@ pub trait LogStore: Send + Sync + 'static {
     /// What `address` holds.
     fn get(&self, address: Address) -> Result<ReadOutcome, StoreError>;
 
+    /// What each of `addresses` holds, in order; one error fails the whole
+    /// call. Stores override it to read neighbouring records at once.
+    fn get_many(&self, addresses: &[Address]) -> Result<Vec<ReadOutcome>, StoreError> {
+        addresses.iter().map(|a| self.get(*a)).collect()
+    }
+
     /// The sealed epoch (0 before the first seal).
     fn epoch(&self) -> Epoch;
 
@@ -149,6 +155,7 @@ pub(crate) mod conformance {
         tails_track_streams(open());
         trim_hides_and_refuses(open());
         batches(open());
+        many_reads_match_single_reads(open());
         concurrent_writers_one_winner(open());
         if let Some(reopen) = reopen {
             survives_reopen(open(), reopen);
@@ -251,6 +258,24 @@ pub(crate) mod conformance {
         assert_eq!(s.put(0, 3, &entry("again", &[])).unwrap(), Put::Trimmed);
         assert_eq!(s.tails().trim_mark, 10);
         assert_eq!(s.tails().global, Some(19));
+    }
+
+    /// `get_many` answers exactly what `get` answers, address by address,
+    /// over data (small and larger than one read span), junk, holes,
+    /// out-of-order addresses and trimmed ones.
+    fn many_reads_match_single_reads<S: LogStore>(s: S) {
+        let big = "x".repeat(3000);
+        for a in [3u64, 1, 2, 7, 8, 20, 9] {
+            let payload = if a == 8 { big.clone() } else { format!("v{a}") };
+            s.put(0, a, &entry(&payload, &[(1, None)])).unwrap();
+        }
+        s.put(0, 5, &Stored::Junk).unwrap();
+        s.prefix_trim(2).unwrap();
+        let addresses = [0u64, 1, 2, 3, 4, 5, 6, 7, 8, 9, 20, 3, 21, 8, 2];
+        let single: Vec<ReadOutcome> = addresses.iter().map(|a| s.get(*a).unwrap()).collect();
+        assert_eq!(s.get_many(&addresses).unwrap(), single);
+        assert_eq!(s.get_many(&[]).unwrap(), vec![]);
+        assert!(matches!(single[8], ReadOutcome::Data(ref e) if e.payload.len() == 3000));
     }
 
     fn batches<S: LogStore>(s: S) {

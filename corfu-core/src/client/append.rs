@@ -1,0 +1,435 @@
+//! Appends: the batching queue, tokens, and chain writes (see the rules in
+//! the module docs of [`super`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use tokio::sync::{mpsc, oneshot};
+
+use super::error::{Attempt, ClientError};
+use super::options::LogClientOptions;
+use super::{classify, unexpected, ChainKey, Inner, Routes};
+use crate::transport::Peer;
+use crate::types::{Address, StreamId};
+use crate::wire::logunit::{
+    AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, StreamHeader, WriteOutcome,
+};
+use crate::wire::sequencer::{SequencerRequest, SequencerResponse};
+use crate::wire::{Request, Response};
+
+/// One entry to append.
+pub(crate) struct Job {
+    payload: Vec<u8>,
+    /// Sorted, without duplicates.
+    streams: Vec<StreamId>,
+}
+
+impl Job {
+    pub(crate) fn new(
+        payload: Vec<u8>,
+        streams: &[StreamId],
+        max: u32,
+    ) -> Result<Job, ClientError> {
+        if payload.len() > max as usize {
+            return Err(ClientError::EntryTooLarge {
+                bytes: payload.len(),
+                max,
+            });
+        }
+        let mut streams = streams.to_vec();
+        streams.sort_unstable();
+        streams.dedup();
+        Ok(Job { payload, streams })
+    }
+
+    fn bytes(&self) -> usize {
+        self.payload.len() + 32 * self.streams.len()
+    }
+}
+
+/// An append waiting in the queue.
+pub(crate) struct PendingAppend {
+    pub(crate) job: Job,
+    pub(crate) reply: oneshot::Sender<Result<Address, ClientError>>,
+}
+
+/// Takes appends off the queue and sends them as batches, one per free
+/// batch slot; exits when every client handle is gone.
+pub(crate) async fn run_batcher(inner: Arc<Inner>, mut queue: mpsc::Receiver<PendingAppend>) {
+    let entries_max = inner.options.batch_entries_max as usize;
+    let bytes_max = inner.options.batch_bytes_max as usize;
+    let mut carry: Option<PendingAppend> = None;
+    loop {
+        let first = match carry.take() {
+            Some(p) => p,
+            None => match queue.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let Ok(slot) = inner.batch_slots.clone().acquire_owned().await else {
+            return;
+        };
+        // Everything queued while waiting for the slot joins this batch.
+        let mut bytes = first.job.bytes();
+        let mut batch = vec![first];
+        while batch.len() < entries_max {
+            match queue.try_recv() {
+                Ok(p) if bytes + p.job.bytes() > bytes_max => {
+                    carry = Some(p);
+                    break;
+                }
+                Ok(p) => {
+                    bytes += p.job.bytes();
+                    batch.push(p);
+                }
+                Err(_) => break,
+            }
+        }
+        let inner = inner.clone();
+        tokio::spawn(async move {
+            let (jobs, replies): (Vec<Job>, Vec<_>) =
+                batch.into_iter().map(|p| (p.job, p.reply)).unzip();
+            let results = inner.append_jobs(jobs).await;
+            drop(slot);
+            for (reply, result) in replies.into_iter().zip(results) {
+                // The caller may have given up; nothing to do then.
+                let _ = reply.send(result);
+            }
+        });
+    }
+}
+
+/// Splits `jobs` into batches within the batch limits, in order.
+pub(crate) fn split_batches(jobs: Vec<Job>, options: &LogClientOptions) -> Vec<Vec<Job>> {
+    let mut batches = Vec::new();
+    let mut batch: Vec<Job> = Vec::new();
+    let mut bytes = 0;
+    for job in jobs {
+        let full = batch.len() >= options.batch_entries_max as usize
+            || bytes + job.bytes() > options.batch_bytes_max as usize;
+        if full && !batch.is_empty() {
+            batches.push(std::mem::take(&mut batch));
+            bytes = 0;
+        }
+        bytes += job.bytes();
+        batch.push(job);
+    }
+    if !batch.is_empty() {
+        batches.push(batch);
+    }
+    batches
+}
+
+/// An entry with its address, on its way down the chain.
+struct Placed {
+    job: usize,
+    write: AddressedEntry,
+    /// The head may hold this entry (it accepted it, or the outcome of a
+    /// write to it is unknown): the head answering `Overwritten` with this
+    /// very entry then means it is ours.
+    maybe_written: bool,
+}
+
+/// Where one placed entry stands after a pass down its chain.
+enum Step {
+    /// On every member: acknowledged.
+    Done,
+    /// The head holds something else: take a new token.
+    Lost,
+    /// Try the chain again (after a layout refresh or a pause).
+    Again(Placed, Attempt),
+    /// Give up on this entry.
+    Failed(ClientError),
+}
+
+impl Inner {
+    /// Appends `jobs` (one batch); results in input order.
+    pub(crate) async fn append_jobs(&self, jobs: Vec<Job>) -> Vec<Result<Address, ClientError>> {
+        let deadline = Instant::now() + self.options.operation_timeout();
+        let mut results: Vec<Option<Result<Address, ClientError>>> =
+            (0..jobs.len()).map(|_| None).collect();
+        let mut tokens_taken = vec![0u32; jobs.len()];
+        let mut todo: Vec<usize> = (0..jobs.len()).collect();
+        while !todo.is_empty() {
+            let mut placed = Vec::with_capacity(todo.len());
+            for (group, outcome) in self.take_tokens(&jobs, &todo, deadline).await {
+                match outcome {
+                    Ok(mut entries) => placed.append(&mut entries),
+                    Err(e) => {
+                        for job in group {
+                            results[job] = Some(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+            for &job in &todo {
+                tokens_taken[job] += 1;
+            }
+            todo.clear();
+            for (job, address, outcome) in self.write_placed(placed, deadline).await {
+                match outcome {
+                    Ok(true) => results[job] = Some(Ok(address)),
+                    Ok(false) if tokens_taken[job] >= self.options.append_retries_max => {
+                        results[job] = Some(Err(ClientError::AppendRetriesExhausted {
+                            attempts: tokens_taken[job],
+                        }))
+                    }
+                    Ok(false) => todo.push(job),
+                    Err(e) => results[job] = Some(Err(e)),
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+            .collect()
+    }
+
+    /// Takes one token per set of streams among `todo` and builds each
+    /// entry with its address and backpointers.
+    async fn take_tokens(
+        &self,
+        jobs: &[Job],
+        todo: &[usize],
+        deadline: Instant,
+    ) -> Vec<(Vec<usize>, Result<Vec<Placed>, ClientError>)> {
+        let mut groups: HashMap<&[StreamId], Vec<usize>> = HashMap::new();
+        for &job in todo {
+            groups.entry(&jobs[job].streams).or_default().push(job);
+        }
+        let requests = groups.into_iter().map(|(streams, group)| async move {
+            let placed = self.token_for(jobs, streams, &group, deadline).await;
+            (group, placed)
+        });
+        join_all(requests).await
+    }
+
+    async fn token_for(
+        &self,
+        jobs: &[Job],
+        streams: &[StreamId],
+        group: &[usize],
+        deadline: Instant,
+    ) -> Result<Vec<Placed>, ClientError> {
+        let count = group.len() as u32;
+        let mut pause = Duration::from_millis(2);
+        let (start, previous) = loop {
+            let routes = self.routes.load_full();
+            let request = SequencerRequest::Token {
+                count,
+                streams: streams.to_vec(),
+                condition: None,
+            };
+            let why = match self.sequencer_call(&routes, request).await {
+                Ok(SequencerResponse::Token {
+                    start,
+                    count: granted,
+                    previous,
+                }) if granted == count => break (start, previous),
+                Ok(other) => {
+                    return Err(ClientError::Unexpected {
+                        addr: "sequencer".into(),
+                        answer: format!("{other:?}"),
+                    })
+                }
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Stale(epoch)) => {
+                    self.refresh(epoch, deadline).await?;
+                    continue;
+                }
+                Err(Attempt::Transient(why)) => why,
+            };
+            self.backoff(&mut pause, deadline, why).await?;
+        };
+        self.known_tail.fetch_max(
+            start + u64::from(count),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        Ok(group
+            .iter()
+            .enumerate()
+            .map(|(i, &job)| {
+                let address = start + i as u64;
+                let headers = streams
+                    .iter()
+                    .map(|&stream| StreamHeader {
+                        stream,
+                        backpointer: if i == 0 {
+                            previous
+                                .iter()
+                                .find(|(s, _)| *s == stream)
+                                .and_then(|(_, bp)| *bp)
+                        } else {
+                            Some(address - 1)
+                        },
+                    })
+                    .collect();
+                Placed {
+                    job,
+                    write: AddressedEntry {
+                        address,
+                        entry: Entry {
+                            streams: headers,
+                            payload: jobs[job].payload.clone(),
+                        },
+                    },
+                    maybe_written: false,
+                }
+            })
+            .collect())
+    }
+
+    /// Writes placed entries down their chains until each is acknowledged
+    /// (`Ok(true)`), lost its address (`Ok(false)`) or failed.
+    async fn write_placed(
+        &self,
+        mut placed: Vec<Placed>,
+        deadline: Instant,
+    ) -> Vec<(usize, Address, Result<bool, ClientError>)> {
+        let mut out = Vec::with_capacity(placed.len());
+        let mut pause = Duration::from_millis(2);
+        while !placed.is_empty() {
+            let routes = self.routes.load_full();
+            let mut by_chain: HashMap<ChainKey, Vec<Placed>> = HashMap::new();
+            for p in placed.drain(..) {
+                match routes.chain(p.write.address) {
+                    Ok((key, _)) => by_chain.entry(key).or_default().push(p),
+                    Err(e) => out.push((p.job, p.write.address, Err(e))),
+                }
+            }
+            let passes = by_chain.into_values().map(|group| {
+                let routes = &routes;
+                async move {
+                    let chain = routes
+                        .chain(group[0].write.address)
+                        .map(|(_, c)| c)
+                        .unwrap_or(&[]);
+                    self.write_chain(routes, chain, group).await
+                }
+            });
+            let mut stale = None;
+            let mut transient = None;
+            for (p, step) in join_all(passes).await.into_iter().flatten() {
+                match step {
+                    Step::Done => out.push((p.0, p.1, Ok(true))),
+                    Step::Lost => out.push((p.0, p.1, Ok(false))),
+                    Step::Failed(e) => out.push((p.0, p.1, Err(e))),
+                    Step::Again(again, why) => {
+                        match why {
+                            Attempt::Stale(epoch) => stale = stale.max(Some(epoch)),
+                            Attempt::Transient(why) => transient = Some(why),
+                            Attempt::Fatal(e) => {
+                                out.push((again.job, again.write.address, Err(e)));
+                                continue;
+                            }
+                        }
+                        placed.push(again);
+                    }
+                }
+            }
+            if placed.is_empty() {
+                break;
+            }
+            let next = match (stale, transient) {
+                (Some(epoch), _) => self.refresh(epoch, deadline).await,
+                (None, Some(why)) => self.backoff(&mut pause, deadline, why).await,
+                (None, None) => Ok(()),
+            };
+            if let Err(e) = next {
+                for p in placed.drain(..) {
+                    out.push((p.job, p.write.address, Err(e.clone())));
+                }
+            }
+        }
+        out
+    }
+
+    /// One pass of a group of entries down one chain, head first.
+    async fn write_chain(
+        &self,
+        routes: &Routes,
+        chain: &[Peer],
+        mut live: Vec<Placed>,
+    ) -> Vec<((usize, Address), Step)> {
+        let mut out = Vec::with_capacity(live.len());
+        for (index, member) in chain.iter().enumerate() {
+            if live.is_empty() {
+                break;
+            }
+            let is_head = index == 0;
+            let request = if live.len() == 1 {
+                LogUnitRequest::Write(live[0].write.clone())
+            } else {
+                LogUnitRequest::WriteBatch(live.iter().map(|p| p.write.clone()).collect())
+            };
+            let answer = member.call(routes.epoch(), Request::LogUnit(request)).await;
+            let outcomes = match classify(member, answer) {
+                Ok(Response::LogUnit(LogUnitResponse::Write(o))) if live.len() == 1 => vec![o],
+                Ok(Response::LogUnit(LogUnitResponse::WriteBatch(o))) if o.len() == live.len() => o,
+                Ok(other) => {
+                    let e = unexpected(member, &other);
+                    out.extend(live.drain(..).map(|p| (key(&p), Step::Failed(e.clone()))));
+                    break;
+                }
+                Err(why) => {
+                    // A write that timed out or broke may have landed; one
+                    // refused for its epoch did not.
+                    let unknown = matches!(why, Attempt::Transient(_));
+                    out.extend(live.drain(..).map(|mut p| {
+                        if is_head && unknown {
+                            p.maybe_written = true;
+                        }
+                        let why = match &why {
+                            Attempt::Stale(e) => Attempt::Stale(*e),
+                            Attempt::Transient(w) => Attempt::Transient(w.clone()),
+                            Attempt::Fatal(e) => Attempt::Fatal(e.clone()),
+                        };
+                        (key(&p), Step::Again(p, why))
+                    }));
+                    break;
+                }
+            };
+            let mut next = Vec::with_capacity(live.len());
+            for (mut p, outcome) in live.into_iter().zip(outcomes) {
+                match outcome {
+                    WriteOutcome::Ok => {
+                        p.maybe_written = true;
+                        next.push(p);
+                    }
+                    WriteOutcome::Overwritten(Existing::Data(existing))
+                        if existing == p.write.entry && (p.maybe_written || !is_head) =>
+                    {
+                        next.push(p);
+                    }
+                    WriteOutcome::Trimmed => out.push((key(&p), Step::Lost)),
+                    WriteOutcome::Overwritten(_) if is_head => out.push((key(&p), Step::Lost)),
+                    WriteOutcome::Overwritten(existing) => {
+                        let found = match existing {
+                            Existing::Data(_) => "other data",
+                            Existing::Junk => "junk",
+                        };
+                        let e = ClientError::ChainDiverged {
+                            address: p.write.address,
+                            detail: format!(
+                                "the head accepted an entry but {} holds {found}",
+                                member.addr()
+                            ),
+                        };
+                        tracing::error!("{e}");
+                        out.push((key(&p), Step::Failed(e)));
+                    }
+                }
+            }
+            live = next;
+        }
+        out.extend(live.into_iter().map(|p| (key(&p), Step::Done)));
+        out
+    }
+}
+
+fn key(p: &Placed) -> (usize, Address) {
+    (p.job, p.write.address)
+}

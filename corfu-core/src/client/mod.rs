@@ -1,0 +1,841 @@
+//! The log client (CORFU §3): appends and reads the shared log by talking to
+//! the sequencer and the log units directly, as the current layout maps
+//! them.
+//!
+//! Rules:
+//! - **Stripe and mirror.** Address `a` lives on the chain of its
+//!   segment's stripe `a % stripes` ([`Layout::chain_of`]).
+//! - **Chain order.** An append takes a token from the sequencer, then
+//!   writes the entry to the chain head first and the tail last; it is
+//!   acknowledged only when the tail has it. The head decides an address's
+//!   value (write-once), everything downstream copies the head. If the head
+//!   holds something else (a hole filler was faster), the append takes a
+//!   new token and tries again, at most `append_retries_max` times.
+//! - **Reads go to the tail**, so a read sees only acknowledged (or
+//!   completed) entries.
+//! - **Hole filling.** A reader that finds an address below the tail
+//!   unwritten waits `hole_fill_timeout_ms`, then completes it: if the
+//!   head holds a value it copies it down the chain, otherwise it fills
+//!   junk down the chain ([`HoleFillPolicy`]).
+//! - **Epochs.** Every request carries the client's layout epoch; a
+//!   `WrongEpoch` answer makes the client fetch the newer layout from the
+//!   layout servers and retry. Transient failures (unreachable nodes,
+//!   timeouts, an unbootstrapped sequencer) are retried with back-off for
+//!   at most `operation_timeout_ms`.
+//! - **Retried writes stay write-once.** After a write whose outcome is
+//!   unknown (timeout, lost connection, a newer epoch after the head
+//!   accepted it) the client writes the same entry at the same address
+//!   again; the head then answers `Overwritten` with the client's own
+//!   entry, which counts as success. An entry is taken to a new address only
+//!   once its old address is known to hold something else, so an
+//!   acknowledged value sits at exactly one address.
+//! - **Batching.** Concurrent appends are queued and sent as batches: one
+//!   token request per set of streams and one write per chain member and
+//!   stripe. A batch is sent as soon as a batch slot is free; while all
+//!   `batches_in_flight_max` slots are busy the queue grows into the next,
+//!   larger batch. A lone append, with nothing in flight, skips the queue.
+
+mod append;
+mod error;
+mod options;
+
+pub use error::ClientError;
+pub use options::{HoleFillPolicy, LogClientOptions};
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use futures_util::stream::{self, StreamExt};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use crate::client_config::{ClientConfig, ClientSetupError};
+use crate::layout::Layout;
+use crate::layout_service::proposer::fetch_layout;
+use crate::transport::{ClientEndpoint, Peer, TransportError};
+use crate::types::{Address, Epoch, StreamId};
+use crate::wire::logunit::{
+    AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, WriteOutcome,
+};
+use crate::wire::sequencer::{SequencerRequest, SequencerResponse};
+use crate::wire::{Request, Response, ServerErrorKind};
+use append::{Job, PendingAppend};
+use error::Attempt;
+
+/// A client of one cluster's shared log. Cheap to clone; clones share the
+/// connections, the layout and the append queue.
+#[derive(Clone)]
+pub struct LogClient {
+    inner: Arc<Inner>,
+    queue: mpsc::Sender<PendingAppend>,
+}
+
+impl std::fmt::Debug for LogClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogClient")
+            .field("epoch", &self.inner.routes.load().layout.epoch)
+            .finish()
+    }
+}
+
+/// A client could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The configuration or TLS material is unusable.
+    #[error(transparent)]
+    Setup(#[from] ClientSetupError),
+    /// The options are out of range.
+    #[error("client options: {0}")]
+    Options(String),
+    /// No layout could be fetched.
+    #[error(transparent)]
+    Cluster(#[from] ClientError),
+}
+
+pub(crate) struct Inner {
+    endpoint: ClientEndpoint,
+    layout_servers: Vec<String>,
+    options: LogClientOptions,
+    routes: ArcSwap<Routes>,
+    /// One layout fetch at a time.
+    refresh: tokio::sync::Mutex<()>,
+    /// Batches being written.
+    batch_slots: Arc<Semaphore>,
+    /// A lower bound of the log's tail, learnt from the sequencer.
+    known_tail: AtomicU64,
+}
+
+/// The peers of one layout, resolved once per epoch.
+pub(crate) struct Routes {
+    layout: Arc<Layout>,
+    /// Per segment, per stripe, the chain (head first).
+    chains: Vec<Vec<Vec<Peer>>>,
+    sequencer: Option<Peer>,
+}
+
+/// Identifies one chain of one layout: (segment index, stripe index).
+type ChainKey = (usize, usize);
+
+impl Routes {
+    fn new(endpoint: &ClientEndpoint, layout: Layout) -> Routes {
+        let chains = layout
+            .segments
+            .iter()
+            .map(|segment| {
+                segment
+                    .stripes
+                    .iter()
+                    .map(|stripe| {
+                        stripe
+                            .chain
+                            .iter()
+                            .map(|n| endpoint.peer(&n.addr))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let sequencer = layout.active_sequencer().map(|n| endpoint.peer(&n.addr));
+        Routes {
+            layout: Arc::new(layout),
+            chains,
+            sequencer,
+        }
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.layout.epoch
+    }
+
+    /// The chain holding `address` and its key.
+    fn chain(&self, address: Address) -> Result<(ChainKey, &[Peer]), ClientError> {
+        let segments = &self.layout.segments;
+        let after = segments.partition_point(|s| s.start <= address);
+        let found = after.checked_sub(1).and_then(|i| {
+            let segment = &segments[i];
+            if segment.end.is_some_and(|end| address >= end) || segment.stripes.is_empty() {
+                return None;
+            }
+            let stripe = (address % segment.stripes.len() as u64) as usize;
+            Some((i, stripe))
+        });
+        match found {
+            Some((i, stripe)) if !self.chains[i][stripe].is_empty() => {
+                Ok(((i, stripe), &self.chains[i][stripe]))
+            }
+            _ => Err(ClientError::InvalidArgument(format!(
+                "no segment of the layout of epoch {} holds address {address}",
+                self.layout.epoch
+            ))),
+        }
+    }
+
+    fn sequencer(&self) -> Result<&Peer, Attempt> {
+        self.sequencer.as_ref().ok_or_else(|| {
+            Attempt::Fatal(ClientError::Unavailable(format!(
+                "the layout of epoch {} names no sequencer",
+                self.layout.epoch
+            )))
+        })
+    }
+}
+
+/// Sorts the answer of one call into a usable response or a retry reason.
+fn classify(peer: &Peer, answer: Result<Response, TransportError>) -> Result<Response, Attempt> {
+    match answer {
+        Ok(Response::WrongEpoch { current }) => Err(Attempt::Stale(current)),
+        Ok(Response::Error(error)) => match error.kind {
+            ServerErrorKind::Unavailable => {
+                Err(Attempt::Transient(format!("{}: {}", peer.addr(), error)))
+            }
+            _ => Err(Attempt::Fatal(ClientError::Refused {
+                addr: peer.addr().to_string(),
+                error,
+            })),
+        },
+        Ok(response) => Ok(response),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn unexpected(peer: &Peer, answer: &Response) -> ClientError {
+    ClientError::Unexpected {
+        addr: peer.addr().to_string(),
+        answer: format!("{answer:?}"),
+    }
+}
+
+impl Inner {
+    /// Runs `op` against the current layout until it succeeds, fails for
+    /// good or the operation timeout passes; refreshes the layout on
+    /// `WrongEpoch` and after transient failures.
+    async fn retrying<T, F, Fut>(&self, mut op: F) -> Result<T, ClientError>
+    where
+        F: FnMut(Arc<Routes>) -> Fut,
+        Fut: Future<Output = Result<T, Attempt>>,
+    {
+        let deadline = Instant::now() + self.options.operation_timeout();
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let routes = self.routes.load_full();
+            match op(routes).await {
+                Ok(value) => return Ok(value),
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Stale(epoch)) => self.refresh(epoch, deadline).await?,
+                Err(Attempt::Transient(why)) => {
+                    self.backoff(&mut pause, deadline, why).await?;
+                }
+            }
+        }
+    }
+
+    /// Sleeps before a retry (doubling up to 200 ms), or fails if the
+    /// deadline would pass. A node that stays unreachable may have been
+    /// replaced, so the layout is refetched as well.
+    async fn backoff(
+        &self,
+        pause: &mut Duration,
+        deadline: Instant,
+        why: String,
+    ) -> Result<(), ClientError> {
+        if Instant::now() + *pause > deadline {
+            return Err(ClientError::Unavailable(why));
+        }
+        tokio::time::sleep(*pause).await;
+        if *pause >= Duration::from_millis(50) {
+            let current = self.routes.load().epoch();
+            // Best effort: a failure here shows up in the next attempt.
+            let _ = self.refresh(current + 1, Instant::now()).await;
+        }
+        *pause = (*pause * 2).min(Duration::from_millis(200));
+        Ok(())
+    }
+
+    /// Makes the layout at least `min_epoch`, fetching it from the layout
+    /// servers (waiting while a reconfiguration is committing it) until
+    /// `deadline`. With a deadline in the past it tries once.
+    async fn refresh(&self, min_epoch: Epoch, deadline: Instant) -> Result<(), ClientError> {
+        let _one_at_a_time = self.refresh.lock().await;
+        loop {
+            let current = self.routes.load().epoch();
+            if current >= min_epoch {
+                return Ok(());
+            }
+            let why = match fetch_layout(&self.endpoint, &self.layout_servers).await {
+                Ok(layout) if layout.epoch > current => {
+                    tracing::debug!(epoch = layout.epoch, "installing a newer layout");
+                    self.routes
+                        .store(Arc::new(Routes::new(&self.endpoint, layout)));
+                    continue;
+                }
+                Ok(layout) => format!(
+                    "nodes are at epoch {min_epoch} but the layout servers have committed only epoch {}",
+                    layout.epoch
+                ),
+                Err(e) => e.to_string(),
+            };
+            if Instant::now() + Duration::from_millis(20) > deadline {
+                return Err(ClientError::Unavailable(why));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn sequencer_call(
+        &self,
+        routes: &Routes,
+        request: SequencerRequest,
+    ) -> Result<SequencerResponse, Attempt> {
+        let peer = routes.sequencer()?;
+        let answer = peer.call(routes.epoch(), Request::Sequencer(request)).await;
+        match classify(peer, answer)? {
+            Response::Sequencer(response) => Ok(response),
+            other => Err(Attempt::Fatal(unexpected(peer, &other))),
+        }
+    }
+
+    async fn log_unit_call(
+        &self,
+        routes: &Routes,
+        peer: &Peer,
+        request: LogUnitRequest,
+    ) -> Result<LogUnitResponse, Attempt> {
+        let answer = peer.call(routes.epoch(), Request::LogUnit(request)).await;
+        match classify(peer, answer)? {
+            Response::LogUnit(response) => Ok(response),
+            other => Err(Attempt::Fatal(unexpected(peer, &other))),
+        }
+    }
+
+    /// The sequencer's next address and the tails of `streams`.
+    async fn tails(
+        &self,
+        streams: Vec<StreamId>,
+    ) -> Result<(Address, Vec<(StreamId, Option<Address>)>), ClientError> {
+        let answer = self
+            .retrying(|routes| {
+                let streams = streams.clone();
+                async move {
+                    match self
+                        .sequencer_call(&routes, SequencerRequest::Tail { streams })
+                        .await?
+                    {
+                        SequencerResponse::Tail { next, streams } => Ok((next, streams)),
+                        other => Err(Attempt::Fatal(ClientError::Unexpected {
+                            addr: "sequencer".into(),
+                            answer: format!("{other:?}"),
+                        })),
+                    }
+                }
+            })
+            .await?;
+        self.known_tail.fetch_max(answer.0, Ordering::Relaxed);
+        Ok(answer)
+    }
+
+    /// Reads `addresses` from their chains' tails as they are (no hole
+    /// filling), grouped into one request per tail.
+    async fn read_on(
+        &self,
+        routes: &Routes,
+        addresses: &[Address],
+    ) -> Result<Vec<(Address, ReadOutcome)>, Attempt> {
+        let mut out = Vec::with_capacity(addresses.len());
+        let mut rest = addresses;
+        while let Some(&first) = rest.first() {
+            let (key, chain) = routes.chain(first)?;
+            // The run of addresses on the same chain.
+            let mut n = 1;
+            while n < rest.len() && routes.chain(rest[n])?.0 == key {
+                n += 1;
+            }
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            let peer = chain.last().expect("chains are not empty");
+            let mut pending = group;
+            while !pending.is_empty() {
+                let contiguous =
+                    pending[pending.len() - 1] - pending[0] + 1 == pending.len() as u64;
+                let request = if pending.len() == 1 {
+                    LogUnitRequest::Read {
+                        address: pending[0],
+                    }
+                } else if contiguous {
+                    LogUnitRequest::ReadRange {
+                        from: pending[0],
+                        to: pending[pending.len() - 1] + 1,
+                    }
+                } else {
+                    LogUnitRequest::ReadBatch(pending.to_vec())
+                };
+                match self.log_unit_call(routes, peer, request).await? {
+                    LogUnitResponse::Read(outcome) => {
+                        out.push((pending[0], outcome));
+                        pending = &pending[1..];
+                    }
+                    LogUnitResponse::Reads(reads) if !reads.is_empty() => {
+                        // The unit answers a prefix (its own batch limit).
+                        let answered = reads.len().min(pending.len());
+                        if reads[..answered]
+                            .iter()
+                            .zip(pending)
+                            .any(|((a, _), b)| a != b)
+                        {
+                            return Err(Attempt::Fatal(unexpected(
+                                peer,
+                                &Response::LogUnit(LogUnitResponse::Reads(reads)),
+                            )));
+                        }
+                        out.extend(reads.into_iter().take(answered));
+                        pending = &pending[answered..];
+                    }
+                    other => {
+                        return Err(Attempt::Fatal(unexpected(peer, &Response::LogUnit(other))))
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads `addresses` (ascending), in parallel chunks, then resolves the
+    /// holes below the tail by the hole fill policy.
+    async fn read_addresses(
+        &self,
+        addresses: &[Address],
+    ) -> Result<Vec<(Address, ReadOutcome)>, ClientError> {
+        let chunk = self.options.read_batch_max as usize;
+        let reads = stream::iter(addresses.chunks(chunk))
+            .map(|part| {
+                self.retrying(move |routes| async move { self.read_on(&routes, part).await })
+            })
+            .buffered(self.options.reads_in_flight_max as usize);
+        let mut out: Vec<(Address, ReadOutcome)> = Vec::with_capacity(addresses.len());
+        let mut reads = std::pin::pin!(reads);
+        while let Some(part) = reads.next().await {
+            out.extend(part?);
+        }
+        let mut holes: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, o))| matches!(o, ReadOutcome::Unwritten))
+            .map(|(i, _)| i)
+            .collect();
+        if holes.is_empty() || self.options.hole_fill == HoleFillPolicy::Never {
+            return Ok(out);
+        }
+        // Addresses at or above the tail were never granted: they stay
+        // unwritten. One tail query covers them all.
+        let last_hole = out[holes[holes.len() - 1]].0;
+        if last_hole >= self.known_tail.load(Ordering::Relaxed) {
+            self.tails(Vec::new()).await?;
+        }
+        let tail = self.known_tail.load(Ordering::Relaxed);
+        holes.retain(|&i| out[i].0 < tail);
+        if !holes.is_empty() {
+            let filled: Vec<Result<(usize, ReadOutcome), ClientError>> = stream::iter(holes)
+                .map(|i| {
+                    let address = out[i].0;
+                    async move { Ok((i, self.resolve_hole(address).await?)) }
+                })
+                .buffer_unordered(self.options.reads_in_flight_max as usize)
+                .collect()
+                .await;
+            for result in filled {
+                let (i, outcome) = result?;
+                out[i].1 = outcome;
+            }
+        }
+        Ok(out)
+    }
+
+    /// True if `address` was granted by the sequencer.
+    async fn below_tail(&self, address: Address) -> Result<bool, ClientError> {
+        if address < self.known_tail.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        Ok(address < self.tails(Vec::new()).await?.0)
+    }
+
+    /// An address read unwritten: waits for its writer or completes it, by
+    /// the policy. Addresses at or above the tail were never granted and
+    /// stay unwritten.
+    async fn resolve_hole(&self, address: Address) -> Result<ReadOutcome, ClientError> {
+        let policy = self.options.hole_fill;
+        if policy == HoleFillPolicy::Never || !self.below_tail(address).await? {
+            return Ok(ReadOutcome::Unwritten);
+        }
+        if policy == HoleFillPolicy::WaitThenFill {
+            let deadline = Instant::now() + self.options.hole_fill_timeout();
+            let mut pause = Duration::from_micros(500);
+            loop {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                tokio::time::sleep(pause.min(deadline - now)).await;
+                pause = (pause * 2).min(Duration::from_millis(20));
+                let outcome = self.read_one(address).await?;
+                if outcome != ReadOutcome::Unwritten {
+                    return Ok(outcome);
+                }
+            }
+            tracing::debug!(address, "filling a hole");
+        }
+        self.fill(address).await
+    }
+
+    async fn read_one(&self, address: Address) -> Result<ReadOutcome, ClientError> {
+        let mut read = self
+            .retrying(|routes| async move { self.read_on(&routes, &[address]).await })
+            .await?;
+        Ok(read.pop().map(|(_, o)| o).unwrap_or(ReadOutcome::Unwritten))
+    }
+
+    /// Completes `address`: copies the head's value down the chain, or
+    /// junks the address on every member if the head holds nothing.
+    async fn fill(&self, address: Address) -> Result<ReadOutcome, ClientError> {
+        self.retrying(|routes| async move { self.fill_once(&routes, address).await })
+            .await
+    }
+
+    async fn fill_once(&self, routes: &Routes, address: Address) -> Result<ReadOutcome, Attempt> {
+        let (_, chain) = routes.chain(address)?;
+        let head = &chain[0];
+        let at_head = match self
+            .log_unit_call(routes, head, LogUnitRequest::Read { address })
+            .await?
+        {
+            LogUnitResponse::Read(ReadOutcome::Unwritten) => {
+                match self
+                    .log_unit_call(routes, head, LogUnitRequest::Fill { address })
+                    .await?
+                {
+                    LogUnitResponse::Write(w) => match w {
+                        WriteOutcome::Ok => ReadOutcome::Junk,
+                        WriteOutcome::Overwritten(existing) => existing_outcome(existing),
+                        WriteOutcome::Trimmed => ReadOutcome::Trimmed,
+                    },
+                    other => {
+                        return Err(Attempt::Fatal(unexpected(head, &Response::LogUnit(other))))
+                    }
+                }
+            }
+            LogUnitResponse::Read(outcome) => outcome,
+            other => return Err(Attempt::Fatal(unexpected(head, &Response::LogUnit(other)))),
+        };
+        for member in &chain[1..] {
+            let request = match &at_head {
+                ReadOutcome::Data(entry) => LogUnitRequest::Write(AddressedEntry {
+                    address,
+                    entry: entry.clone(),
+                }),
+                ReadOutcome::Junk => LogUnitRequest::Fill { address },
+                ReadOutcome::Trimmed | ReadOutcome::Unwritten => break,
+            };
+            let found = match self.log_unit_call(routes, member, request).await? {
+                LogUnitResponse::Write(WriteOutcome::Ok) => continue,
+                LogUnitResponse::Write(WriteOutcome::Overwritten(e)) => existing_outcome(e),
+                LogUnitResponse::Write(WriteOutcome::Trimmed) => ReadOutcome::Trimmed,
+                other => {
+                    return Err(Attempt::Fatal(unexpected(
+                        member,
+                        &Response::LogUnit(other),
+                    )))
+                }
+            };
+            if found != at_head {
+                if found == ReadOutcome::Trimmed {
+                    return Ok(ReadOutcome::Trimmed);
+                }
+                return Err(Attempt::Fatal(ClientError::ChainDiverged {
+                    address,
+                    detail: format!(
+                        "the head holds {} but {} holds {}",
+                        describe(&at_head),
+                        member.addr(),
+                        describe(&found)
+                    ),
+                }));
+            }
+        }
+        Ok(at_head)
+    }
+}
+
+fn existing_outcome(existing: Existing) -> ReadOutcome {
+    match existing {
+        Existing::Data(entry) => ReadOutcome::Data(entry),
+        Existing::Junk => ReadOutcome::Junk,
+    }
+}
+
+fn describe(outcome: &ReadOutcome) -> &'static str {
+    match outcome {
+        ReadOutcome::Data(_) => "data",
+        ReadOutcome::Junk => "junk",
+        ReadOutcome::Unwritten => "nothing",
+        ReadOutcome::Trimmed => "a trimmed address",
+    }
+}
+
+impl LogClient {
+    /// Connects to the cluster a client config names and fetches its
+    /// layout. The `[client]` table of the config sets the options.
+    pub async fn connect(config: &ClientConfig) -> Result<LogClient, ConnectError> {
+        LogClient::connect_with(
+            config.endpoint()?,
+            config.layout_servers.clone(),
+            config.client.clone(),
+        )
+        .await
+    }
+
+    /// Connects over an existing endpoint to the cluster whose layout
+    /// servers are `layout_servers`.
+    pub async fn connect_with(
+        endpoint: ClientEndpoint,
+        layout_servers: Vec<String>,
+        options: LogClientOptions,
+    ) -> Result<LogClient, ConnectError> {
+        options.validate().map_err(ConnectError::Options)?;
+        let layout = fetch_layout(&endpoint, &layout_servers)
+            .await
+            .map_err(|e| ClientError::Unavailable(e.to_string()))?;
+        let routes = Routes::new(&endpoint, layout);
+        let (queue, rx) = mpsc::channel(options.append_queue_max as usize);
+        let inner = Arc::new(Inner {
+            endpoint,
+            layout_servers,
+            batch_slots: Arc::new(Semaphore::new(options.batches_in_flight_max as usize)),
+            options,
+            routes: ArcSwap::from_pointee(routes),
+            refresh: tokio::sync::Mutex::new(()),
+            known_tail: AtomicU64::new(0),
+        });
+        tokio::spawn(append::run_batcher(inner.clone(), rx));
+        Ok(LogClient { inner, queue })
+    }
+
+    /// The layout the client currently uses.
+    pub fn layout(&self) -> Arc<Layout> {
+        self.inner.routes.load().layout.clone()
+    }
+
+    /// The client's options.
+    pub fn options(&self) -> &LogClientOptions {
+        &self.inner.options
+    }
+
+    /// Fetches the layout from the layout servers if a newer one is
+    /// committed, and returns the layout in use.
+    pub async fn refresh_layout(&self) -> Result<Arc<Layout>, ClientError> {
+        let current = self.inner.routes.load().epoch();
+        match self.inner.refresh(current + 1, Instant::now()).await {
+            Ok(()) | Err(ClientError::Unavailable(_)) => Ok(self.layout()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Appends `payload` to the log as a member of `streams`; returns its
+    /// address once the entry is on every member of its chain.
+    pub async fn append(
+        &self,
+        payload: Vec<u8>,
+        streams: &[StreamId],
+    ) -> Result<Address, ClientError> {
+        let job = Job::new(payload, streams, self.inner.options.entry_bytes_max)?;
+        let inner = &self.inner;
+        // The short path: nothing queued and nothing in flight.
+        let slots = inner.options.batches_in_flight_max as usize;
+        if self.queue.capacity() == self.queue.max_capacity()
+            && inner.batch_slots.available_permits() == slots
+        {
+            if let Ok(_slot) = inner.batch_slots.clone().try_acquire_owned() {
+                let mut results = inner.append_jobs(vec![job]).await;
+                return results.pop().unwrap_or(Err(ClientError::Closed));
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(PendingAppend { job, reply })
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        answer.await.unwrap_or(Err(ClientError::Closed))
+    }
+
+    /// Appends several entries in one batch (split by the batch limits);
+    /// the results are in input order.
+    pub async fn append_batch(
+        &self,
+        entries: Vec<(Vec<u8>, Vec<StreamId>)>,
+    ) -> Vec<Result<Address, ClientError>> {
+        let max = self.inner.options.entry_bytes_max;
+        let mut results: Vec<Option<Result<Address, ClientError>>> = Vec::new();
+        let mut jobs = Vec::new();
+        let mut slots = Vec::new();
+        for (payload, streams) in entries {
+            match Job::new(payload, &streams, max) {
+                Ok(job) => {
+                    slots.push(results.len());
+                    results.push(None);
+                    jobs.push(job);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let batches = append::split_batches(jobs, &self.inner.options);
+        let done: Vec<Vec<Result<Address, ClientError>>> = stream::iter(batches)
+            .map(|batch| self.inner.append_jobs(batch))
+            .buffered(self.inner.options.batches_in_flight_max as usize)
+            .collect()
+            .await;
+        for (slot, result) in slots.into_iter().zip(done.into_iter().flatten()) {
+            results[slot] = Some(result);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(ClientError::Closed)))
+            .collect()
+    }
+
+    /// Reads one address from its chain's tail. An unwritten address below
+    /// the tail is waited for or completed by the hole fill policy; one at
+    /// or above the tail answers `Unwritten`.
+    pub async fn read(&self, address: Address) -> Result<ReadOutcome, ClientError> {
+        match self.inner.read_one(address).await? {
+            ReadOutcome::Unwritten => self.inner.resolve_hole(address).await,
+            outcome => Ok(outcome),
+        }
+    }
+
+    /// Reads every address in `[from, to)`, in order, as [`LogClient::read`]
+    /// would (holes below the tail resolved by the policy).
+    pub async fn read_range(
+        &self,
+        from: Address,
+        to: Address,
+    ) -> Result<Vec<(Address, ReadOutcome)>, ClientError> {
+        if to < from {
+            return Err(ClientError::InvalidArgument(format!(
+                "range [{from}, {to}) is reversed"
+            )));
+        }
+        let addresses: Vec<Address> = (from..to).collect();
+        self.inner.read_addresses(&addresses).await
+    }
+
+    /// The log's tail: the next address the sequencer will grant. Every
+    /// address below it was granted (and is written, or will be written or
+    /// filled).
+    pub async fn tail(&self) -> Result<Address, ClientError> {
+        Ok(self.inner.tails(Vec::new()).await?.0)
+    }
+
+    /// The last address granted to `stream`, if any.
+    pub async fn stream_tail(&self, stream: StreamId) -> Result<Option<Address>, ClientError> {
+        let (_, streams) = self.inner.tails(vec![stream]).await?;
+        Ok(streams
+            .into_iter()
+            .find(|(s, _)| *s == stream)
+            .and_then(|(_, tail)| tail))
+    }
+
+    /// The entries of `stream` in `[from, to)`, in address order, touching
+    /// only the stream's addresses (from the sequencer's stream index);
+    /// junk (an append that never completed) is skipped.
+    pub async fn read_stream(
+        &self,
+        stream: StreamId,
+        from: Address,
+        to: Address,
+    ) -> Result<Vec<(Address, Entry)>, ClientError> {
+        if to < from {
+            return Err(ClientError::InvalidArgument(format!(
+                "range [{from}, {to}) is reversed"
+            )));
+        }
+        let inner = &self.inner;
+        let mut addresses = Vec::new();
+        let mut cursor = from;
+        while cursor < to {
+            let part = inner
+                .retrying(|routes| async move {
+                    let request = SequencerRequest::StreamAddresses {
+                        stream,
+                        from: cursor,
+                        to,
+                    };
+                    match inner.sequencer_call(&routes, request).await? {
+                        SequencerResponse::Addresses(a) => Ok(a),
+                        other => Err(Attempt::Fatal(ClientError::Unexpected {
+                            addr: "sequencer".into(),
+                            answer: format!("{other:?}"),
+                        })),
+                    }
+                })
+                .await?;
+            match part.last() {
+                Some(&last) if last >= cursor && last < to => cursor = last + 1,
+                _ => break,
+            }
+            addresses.extend(part.into_iter().filter(|a| (from..to).contains(a)));
+        }
+        addresses.sort_unstable();
+        addresses.dedup();
+        let mut out = Vec::with_capacity(addresses.len());
+        for (address, outcome) in inner.read_addresses(&addresses).await? {
+            match outcome {
+                ReadOutcome::Data(entry) => {
+                    if entry.streams.iter().any(|h| h.stream == stream) {
+                        out.push((address, entry));
+                    }
+                }
+                ReadOutcome::Junk => {}
+                ReadOutcome::Unwritten => return Err(ClientError::Unwritten { address }),
+                ReadOutcome::Trimmed => return Err(ClientError::Trimmed { address }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Completes `address` now: copies the head's value down its chain, or
+    /// junks it if the head holds nothing. Returns what the address holds.
+    pub async fn fill(&self, address: Address) -> Result<ReadOutcome, ClientError> {
+        self.inner.fill(address).await
+    }
+
+    /// Trims the log below `address` on every log unit of the layout;
+    /// returns the lowest trim mark the units reported.
+    pub async fn prefix_trim(&self, address: Address) -> Result<Address, ClientError> {
+        let inner = &self.inner;
+        inner
+            .retrying(|routes| async move {
+                let mut mark = Address::MAX;
+                for unit in routes.layout.all_log_units() {
+                    let peer = inner.endpoint.peer(&unit.addr);
+                    match inner
+                        .log_unit_call(&routes, &peer, LogUnitRequest::PrefixTrim { address })
+                        .await?
+                    {
+                        LogUnitResponse::Trimmed { trim_mark } => mark = mark.min(trim_mark),
+                        other => {
+                            return Err(Attempt::Fatal(unexpected(
+                                &peer,
+                                &Response::LogUnit(other),
+                            )))
+                        }
+                    }
+                }
+                Ok(mark)
+            })
+            .await
+    }
+
+    /// Closes the client's connections; pending operations fail.
+    pub fn close(&self) {
+        self.inner.endpoint.close();
+    }
+}

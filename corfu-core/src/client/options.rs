@@ -1,0 +1,120 @@
+//! Settings of a [`super::LogClient`]: the `[client]` table of a client
+//! config.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// What a reader does when it finds an address below the tail unwritten
+/// (CORFU §3.3: the writer may have crashed between taking the token and
+/// writing, and a hole would block every reader behind it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum HoleFillPolicy {
+    /// Wait up to `hole_fill_timeout_ms` for the writer, then complete the
+    /// address: copy the head's value down the chain, or junk it.
+    #[default]
+    WaitThenFill,
+    /// Complete the address at once (for readers that know the writer is
+    /// gone).
+    Immediately,
+    /// Never fill: reads answer `Unwritten` and stream reads stop with
+    /// an error at the hole.
+    Never,
+}
+
+/// Settings of a log client. Every queue and batch is bounded here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogClientOptions {
+    /// What readers do about holes.
+    pub hole_fill: HoleFillPolicy,
+    /// How long a reader waits for an unwritten address below the tail
+    /// before filling it (`wait_then_fill`).
+    pub hole_fill_timeout_ms: u64,
+    /// How long one operation may keep retrying transient failures
+    /// (unreachable nodes, a layout change, an unbootstrapped sequencer)
+    /// before it fails.
+    pub operation_timeout_ms: u64,
+    /// How many times an append may lose its address (to a hole filler)
+    /// and take a new token before it fails.
+    pub append_retries_max: u32,
+    /// Appends waiting to be batched; `append` waits when the queue is full.
+    pub append_queue_max: u32,
+    /// Entries in one batch (one token request per stream set, one write
+    /// per chain member and stripe).
+    pub batch_entries_max: u32,
+    /// Payload bytes in one batch (an entry larger than this goes alone).
+    pub batch_bytes_max: u32,
+    /// Batches being written at once; while all are busy, new appends
+    /// queue up and form the next, larger batch.
+    pub batches_in_flight_max: u32,
+    /// Largest payload accepted by `append` (the log units enforce their
+    /// own `entry_bytes_max` too).
+    pub entry_bytes_max: u32,
+    /// Addresses asked of a log unit in one read request.
+    pub read_batch_max: u32,
+    /// Read requests outstanding at once within one range or stream read.
+    pub reads_in_flight_max: u32,
+}
+
+impl Default for LogClientOptions {
+    fn default() -> Self {
+        LogClientOptions {
+            hole_fill: HoleFillPolicy::WaitThenFill,
+            hole_fill_timeout_ms: 300,
+            operation_timeout_ms: 15_000,
+            append_retries_max: 8,
+            append_queue_max: 65_536,
+            batch_entries_max: 1024,
+            batch_bytes_max: 4 << 20,
+            batches_in_flight_max: 8,
+            entry_bytes_max: 8 << 20,
+            read_batch_max: 1024,
+            reads_in_flight_max: 8,
+        }
+    }
+}
+
+impl LogClientOptions {
+    /// Checks ranges; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("operation_timeout_ms", self.operation_timeout_ms),
+            ("append_retries_max", u64::from(self.append_retries_max)),
+            ("append_queue_max", u64::from(self.append_queue_max)),
+            ("batch_entries_max", u64::from(self.batch_entries_max)),
+            ("batch_bytes_max", u64::from(self.batch_bytes_max)),
+            (
+                "batches_in_flight_max",
+                u64::from(self.batches_in_flight_max),
+            ),
+            ("entry_bytes_max", u64::from(self.entry_bytes_max)),
+            ("read_batch_max", u64::from(self.read_batch_max)),
+            ("reads_in_flight_max", u64::from(self.reads_in_flight_max)),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(format!("field `client.{name}`: must be positive"));
+            }
+        }
+        if self.batch_entries_max > 65_536 {
+            return Err("field `client.batch_entries_max`: at most 65536".into());
+        }
+        if self.append_queue_max > 1 << 24 {
+            return Err("field `client.append_queue_max`: at most 16777216".into());
+        }
+        if self.batches_in_flight_max > 1024 || self.reads_in_flight_max > 1024 {
+            return Err("fields `client.*_in_flight_max`: at most 1024".into());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn hole_fill_timeout(&self) -> Duration {
+        Duration::from_millis(self.hole_fill_timeout_ms)
+    }
+
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        Duration::from_millis(self.operation_timeout_ms)
+    }
+}
