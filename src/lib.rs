@@ -26,5 +26,8 @@ pub use objects;
 pub use smr;
 
 pub mod bench;
+pub mod cluster;
+pub mod local;
+pub mod log_cli;
 pub mod quickstart;
 pub mod stats;

@@ -37,6 +37,21 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
+    /// Local clusters on loopback: write their configs, run them.
+    Local {
+        #[command(subcommand)]
+        which: corfu::local::LocalCommand,
+    },
+    /// Cluster administration (bootstrap).
+    Cluster {
+        #[command(subcommand)]
+        which: corfu::cluster::ClusterCommand,
+    },
+    /// The shared log: append, read, tail, fill, trim, read a stream.
+    Log {
+        #[command(subcommand)]
+        which: corfu::log_cli::LogCommand,
+    },
     /// Benchmarks: each prints what it measured and the ratio to a baseline
     /// measured in the same run.
     Bench {
@@ -108,6 +123,37 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         rebuild_entries: u64,
     },
+    /// The shared log end to end on a local cluster: appends/s with one
+    /// task and with many, latency, and playback through the log client.
+    Append {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Nodes of the local cluster.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Stripes (default: one).
+        #[arg(long)]
+        stripes: Option<usize>,
+        /// Log units per chain (default: every node in one chain).
+        #[arg(long)]
+        chain: Option<usize>,
+        /// The log units' durability policy: always, batch or never.
+        #[arg(long, default_value = "always")]
+        sync: String,
+        /// Tasks of the concurrent phases.
+        #[arg(long, default_value_t = 64)]
+        tasks: usize,
+        /// Entries per append_batch call in the batch phase.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Seconds per timed phase.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// The client's batches in flight (its `batches_in_flight_max`).
+        #[arg(long)]
+        batches_in_flight: Option<u32>,
+    },
     /// The transport against bare quinn: pipelined small requests/s and
     /// one-at-a-time round-trip latency.
     Rpc {
@@ -164,6 +210,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Quickstart { dir } => {
             corfu::quickstart::run(corfu::quickstart::QuickstartOptions { dir }).await
         }
+        Command::Local { which } => corfu::local::run_local(which).await,
+        Command::Cluster { which } => corfu::cluster::run_cluster(which).await,
+        Command::Log { which } => corfu::log_cli::run(which).await,
         Command::Bench { which } => {
             match which {
                 BenchCommand::Sequencer {
@@ -239,6 +288,50 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Ok(())
                 }
+                BenchCommand::Append {
+                    json,
+                    nodes,
+                    stripes,
+                    chain,
+                    sync,
+                    tasks,
+                    batch,
+                    seconds,
+                    batches_in_flight,
+                } => {
+                    anyhow::ensure!(
+                        seconds > 0.0 && seconds.is_finite(),
+                        "--seconds must be positive"
+                    );
+                    anyhow::ensure!(
+                        tasks > 0 && batch > 0 && nodes > 0,
+                        "--nodes, --tasks and --batch must be positive"
+                    );
+                    let cfg = bench::append::AppendBenchConfig {
+                        nodes,
+                        shape: corfu::cluster::Shape { stripes, chain },
+                        sync: corfu::local::parse_sync(&sync).map_err(anyhow::Error::msg)?,
+                        tasks,
+                        batch,
+                        payload_bytes: 64,
+                        run: Duration::from_secs_f64(seconds),
+                        client: corfu::core::client::LogClientOptions {
+                            batches_in_flight_max: batches_in_flight.unwrap_or(
+                                corfu::core::client::LogClientOptions::default()
+                                    .batches_in_flight_max,
+                            ),
+                            ..Default::default()
+                        },
+                    };
+                    cfg.client.validate().map_err(anyhow::Error::msg)?;
+                    let r = bench::append::run(&cfg).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&r)?);
+                    } else {
+                        print_append(&r);
+                    }
+                    Ok(())
+                }
                 BenchCommand::Rpc {
                     json,
                     concurrency,
@@ -268,6 +361,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+fn print_append(r: &bench::append::AppendReport) {
+    println!(
+        "append: {} nodes, {} stripe(s) x chain of {}, sync={}, {} B entries",
+        r.nodes, r.stripes, r.chain, r.sync, r.payload_bytes
+    );
+    for (name, p, target) in [
+        ("1 task", &r.single, ""),
+        ("concurrent", &r.concurrent, " (target >= 200000)"),
+        ("batched", &r.batched, ""),
+    ] {
+        println!(
+            "  {name:<10} {:>3} tasks x {:>3}/call {:>10.0} appends/s{target}   p50 {:>8.1} us p99 {:>8.1} us",
+            p.tasks, p.entries_per_call, p.appends_per_s, p.latency.p50_us, p.latency.p99_us
+        );
+    }
+    println!(
+        "  chain floor {} x raw 4 KiB append+fdatasync p50 {:.1} us; 1-task p50 ratio {:.2}",
+        r.chain, r.raw_fdatasync_4k.p50_us, r.ratio_single_p50_to_chain_floor
+    );
+    println!(
+        "  playback   {:>10.0} entries/s over {} entries (target >= 1000000)   raw range reads {:>10.0}/s   ratio {:.2}",
+        r.playback_entries_per_s, r.playback_entries, r.raw_range_reads_per_s, r.ratio_playback_to_raw
+    );
 }
 
 fn print_rpc(r: &bench::rpc::RpcReport) {

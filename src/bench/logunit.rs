@@ -6,7 +6,6 @@
 //! entry. The baseline, measured in the same run on the same disk, is the
 //! raw device path: appending 4 KiB and calling `fdatasync`, one at a time.
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -176,19 +175,7 @@ pub async fn run(cfg: &LogUnitBenchConfig) -> anyhow::Result<LogUnitReport> {
     let root = tempfile::tempdir()?;
 
     // Baseline: the disk's own append + fdatasync latency.
-    let raw_path = root.path().join("raw");
-    let mut raw = std::fs::File::create(&raw_path)?;
-    let block = vec![0xA5u8; 4096];
-    let mut raw_samples = Vec::new();
-    let t0 = Instant::now();
-    while t0.elapsed() < cfg.run.min(Duration::from_secs(1)) {
-        let t = Instant::now();
-        raw.write_all(&block)?;
-        raw.sync_data()?;
-        raw_samples.push(t.elapsed());
-    }
-    drop(raw);
-    let raw_fdatasync_4k = percentiles(&mut raw_samples);
+    let raw_fdatasync_4k = super::raw_fdatasync(root.path(), cfg.run.min(Duration::from_secs(1)))?;
 
     // sync = always: throughput, syncs, single-writer latency, reads.
     let always = start_node(&root.path().join("always"), SyncPolicy::Always).await?;

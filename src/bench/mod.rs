@@ -1,11 +1,18 @@
 //! Benchmarks run by `corfu bench ...`. Each measures the project and a
 //! baseline in the same run and prints both with their ratio.
 
+pub mod append;
 pub mod logunit;
 pub mod rpc;
 pub mod sequencer;
 
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
 use corfu_core::transport::tls::{ClusterCa, Identity, NodeTls, TlsError};
+
+use crate::stats::{percentiles, Percentiles};
 
 /// In-memory TLS material for a benchmark: a fresh CA, a node certificate
 /// for loopback, and a client certificate.
@@ -32,4 +39,23 @@ impl BenchTls {
             client,
         })
     }
+}
+
+/// The disk's own durable-append latency: appending 4 KiB to a file in
+/// `dir` and calling `fdatasync`, one at a time, for `run`.
+pub fn raw_fdatasync(dir: &Path, run: Duration) -> std::io::Result<Percentiles> {
+    let path = dir.join("raw-fdatasync");
+    let mut raw = std::fs::File::create(&path)?;
+    let block = vec![0xA5u8; 4096];
+    let mut samples = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < run {
+        let t = Instant::now();
+        raw.write_all(&block)?;
+        raw.sync_data()?;
+        samples.push(t.elapsed());
+    }
+    drop(raw);
+    std::fs::remove_file(&path)?;
+    Ok(percentiles(&mut samples))
 }

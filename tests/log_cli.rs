@@ -1,0 +1,287 @@
+//! The `corfu log` commands, run as the real binary against a 3-node
+//! cluster running inside the test: append and read back, concurrent
+//! `--count` appends to a stream and the stream read in address order,
+//! tail, fill beyond the tail, stdin entries, and bad inputs failing with
+//! one `error:` line on stderr.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Stdio;
+
+use corfu::local::{LocalCluster, LocalOptions};
+use serde_json::Value;
+use support::{corfu_command, within};
+use tokio::io::AsyncWriteExt;
+
+/// What one run of the binary gave.
+struct Run {
+    ok: bool,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    fn json_lines(&self) -> Vec<Value> {
+        self.stdout
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+            .collect()
+    }
+
+    /// Succeeded with nothing on stderr.
+    fn assert_ok(&self, what: &str) {
+        assert!(
+            self.ok && self.stderr.is_empty(),
+            "{what}: ok={} stdout={:?} stderr={:?}",
+            self.ok,
+            self.stdout,
+            self.stderr
+        );
+    }
+
+    /// Failed with exactly one `error:` line on stderr.
+    fn assert_one_error_line(&self, what: &str) {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert!(
+            !self.ok && lines.len() == 1 && lines[0].starts_with("error: "),
+            "{what}: ok={} stdout={:?} stderr={:?}",
+            self.ok,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
+/// Runs `corfu log ARGS` (as a child process, so the in-process nodes keep
+/// running on the test's runtime), feeding it `stdin`.
+async fn corfu_log(args: &[&str], stdin: Option<&[u8]>) -> Run {
+    let mut cmd = tokio::process::Command::from(corfu_command());
+    cmd.arg("log")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn corfu");
+    if let Some(bytes) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(bytes).await.unwrap();
+        drop(pipe);
+    }
+    let what = format!("corfu log {}", args.join(" "));
+    let out = within(20, &what, child.wait_with_output())
+        .await
+        .expect("wait for corfu");
+    Run {
+        ok: out.status.success(),
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+    }
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn log_commands_against_a_local_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = within(
+        20,
+        "cluster start",
+        LocalCluster::start(&dir.path().join("c"), 3, LocalOptions::default()),
+    )
+    .await
+    .expect("start the cluster");
+    let config = path_str(cluster.client_config_path()).to_string();
+    let c = config.as_str();
+
+    // Append a value and read it back at the printed address.
+    let run = corfu_log(&["append", "--cluster", c, "hello world"], None).await;
+    run.assert_ok("append");
+    let line = run.lines()[0].to_string();
+    let rest = line.strip_prefix("appended ").expect(&line);
+    let (addr, value) = rest.split_once(' ').unwrap();
+    assert_eq!(value, "hello world");
+    let hello: u64 = addr.parse().unwrap();
+    let run = corfu_log(&["read", "--cluster", c, addr], None).await;
+    run.assert_ok("read");
+    assert_eq!(run.lines(), vec![format!("{hello} data hello world")]);
+
+    // 50 concurrent appends to stream s: distinct addresses.
+    let run = corfu_log(
+        &[
+            "append",
+            "--cluster",
+            c,
+            "--count",
+            "50",
+            "--prefix",
+            "x",
+            "--stream",
+            "s",
+            "--json",
+        ],
+        None,
+    )
+    .await;
+    run.assert_ok("append --count");
+    let mut appended = BTreeMap::new();
+    for obj in run.json_lines() {
+        assert_eq!(obj["streams"], serde_json::json!(["s"]), "{obj}");
+        let value = obj["value"].as_str().unwrap().to_string();
+        assert_eq!(obj["bytes"].as_u64(), Some(value.len() as u64));
+        let previous = appended.insert(obj["address"].as_u64().unwrap(), value);
+        assert!(previous.is_none(), "address given twice: {obj}");
+    }
+    assert_eq!(appended.len(), 50);
+    let values: BTreeSet<&str> = appended.values().map(String::as_str).collect();
+    let expected: Vec<String> = (0..50).map(|i| format!("x-{i}")).collect();
+    assert_eq!(
+        values,
+        expected.iter().map(String::as_str).collect::<BTreeSet<_>>()
+    );
+
+    // The stream lists exactly those values, in address order.
+    let run = corfu_log(&["stream", "--cluster", c, "s", "--json"], None).await;
+    run.assert_ok("stream");
+    let listed: Vec<(u64, String)> = run
+        .json_lines()
+        .iter()
+        .map(|o| {
+            (
+                o["address"].as_u64().unwrap(),
+                o["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(u64, String)> = appended.clone().into_iter().collect();
+    assert_eq!(listed, expected);
+
+    // The tail is the next address; the stream's last one is its largest.
+    let last = *appended.keys().last().unwrap();
+    let run = corfu_log(&["tail", "--cluster", c], None).await;
+    run.assert_ok("tail");
+    assert_eq!(run.lines(), vec![format!("tail {}", last.max(hello) + 1)]);
+    let run = corfu_log(&["tail", "--cluster", c, "--stream", "s", "--json"], None).await;
+    run.assert_ok("tail --stream");
+    assert_eq!(run.json_lines()[0]["last"].as_u64(), Some(last));
+    let tail = last.max(hello) + 1;
+
+    // An entry from stdin, kept whole.
+    let run = corfu_log(&["append", "--cluster", c, "--json"], Some(b"from\nstdin")).await;
+    run.assert_ok("append from stdin");
+    let obj = &run.json_lines()[0];
+    assert_eq!(obj["value"], "from\nstdin");
+    let stdin_addr = obj["address"].as_u64().unwrap();
+    let run = corfu_log(
+        &["read", "--cluster", c, &stdin_addr.to_string(), "--json"],
+        None,
+    )
+    .await;
+    run.assert_ok("read the stdin entry");
+    assert_eq!(run.json_lines()[0]["state"], "data");
+    assert_eq!(run.json_lines()[0]["value"], "from\nstdin");
+
+    // Fill beyond the tail: junk, and reads then show junk.
+    let beyond = (tail + 100).to_string();
+    let run = corfu_log(&["fill", "--cluster", c, &beyond], None).await;
+    run.assert_ok("fill");
+    assert_eq!(run.lines(), vec![format!("{beyond} junk")]);
+    let run = corfu_log(&["read", "--cluster", c, &beyond], None).await;
+    run.assert_ok("read after fill");
+    assert_eq!(run.lines(), vec![format!("{beyond} junk")]);
+
+    // A range: one line per address, in order.
+    let to = (hello + 3).to_string();
+    let run = corfu_log(
+        &[
+            "read",
+            "--cluster",
+            c,
+            &hello.to_string(),
+            "--to",
+            &to,
+            "--json",
+        ],
+        None,
+    )
+    .await;
+    run.assert_ok("read range");
+    let addresses: Vec<u64> = run
+        .json_lines()
+        .iter()
+        .map(|o| o["address"].as_u64().unwrap())
+        .collect();
+    assert_eq!(addresses, vec![hello, hello + 1, hello + 2]);
+
+    // Bad inputs: one `error:` line and a non-zero exit.
+    corfu_log(&["read", "--cluster", c, "abc"], None)
+        .await
+        .assert_one_error_line("read abc");
+    corfu_log(&["read", "--cluster", c, "-1"], None)
+        .await
+        .assert_one_error_line("read -1");
+    corfu_log(&["read", "--cluster", c, "0", "--to", "5000000"], None)
+        .await
+        .assert_one_error_line("read a huge range");
+    let missing = dir.path().join("missing.toml");
+    let run = corfu_log(&["tail", "--cluster", path_str(&missing)], None).await;
+    run.assert_one_error_line("missing config");
+    assert!(run.stderr.contains("missing.toml"), "{}", run.stderr);
+
+    // Entries over a small `[client] entry_bytes_max`.
+    let text = std::fs::read_to_string(cluster.client_config_path()).unwrap();
+    assert!(!text.contains("[client]"));
+    let small = cluster.dir().join("small.toml");
+    std::fs::write(&small, format!("{text}\n[client]\nentry_bytes_max = 16\n")).unwrap();
+    let s = path_str(&small);
+    let run = corfu_log(&["append", "--cluster", s, &"y".repeat(17)], None).await;
+    run.assert_one_error_line("append too large");
+    assert!(
+        run.stderr.contains("exceeds the limit of 16 bytes"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    let run = corfu_log(&["append", "--cluster", s, "--json"], Some(&[b'z'; 4096])).await;
+    run.assert_one_error_line("append too large from stdin");
+    let obj = &run.json_lines()[0];
+    assert_eq!(obj["error"], "entry_too_large");
+    assert_eq!(obj["bytes"], 4096);
+    // With --count, each failure is reported and the exit is non-zero.
+    let run = corfu_log(
+        &[
+            "append",
+            "--cluster",
+            s,
+            "--count",
+            "12",
+            "--prefix",
+            "abcdefghijklmn",
+        ],
+        None,
+    )
+    .await;
+    run.assert_one_error_line("append --count with failures");
+    let lines = run.lines();
+    assert_eq!(lines.len(), 12, "{lines:?}");
+    let failed = lines.iter().filter(|l| l.starts_with("failed ")).count();
+    assert_eq!(failed, 2, "{lines:?}"); // abcdefghijklmn-10 and -11: 17 bytes
+                                        // The log is still readable with the small limit.
+    corfu_log(&["read", "--cluster", s, &hello.to_string()], None)
+        .await
+        .assert_ok("read with the small config");
+
+    cluster.shutdown().await;
+}
