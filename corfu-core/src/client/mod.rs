@@ -34,6 +34,24 @@
 //!   stripe. A batch is sent as soon as a batch slot is free; while all
 //!   `batches_in_flight_max` slots are busy the queue grows into the next,
 //!   larger batch. A lone append, with nothing in flight, skips the queue.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use corfu_core::client::LogClient;
+//! use corfu_core::client_config::ClientConfig;
+//! use corfu_core::types::StreamId;
+//! use corfu_core::wire::logunit::ReadOutcome;
+//!
+//! let config = ClientConfig::load("/tmp/corfu-demo/cluster.toml".as_ref())?;
+//! let log = LogClient::connect(&config).await?;
+//! let orders = StreamId::from_name("orders");
+//! let address = log.append(b"order 1".to_vec(), &[orders]).await?;
+//! assert!(matches!(log.read(address).await?, ReadOutcome::Data(_)));
+//! for (address, entry) in log.read_stream(orders, 0, log.tail().await?).await? {
+//!     println!("{address}: {} bytes", entry.payload.len());
+//! }
+//! # Ok(()) }
+//! ```
 
 mod append;
 mod error;

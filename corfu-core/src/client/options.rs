@@ -68,7 +68,7 @@ impl Default for LogClientOptions {
             append_queue_max: 65_536,
             batch_entries_max: 1024,
             batch_bytes_max: 4 << 20,
-            batches_in_flight_max: 8,
+            batches_in_flight_max: 2,
             entry_bytes_max: 8 << 20,
             read_batch_max: 1024,
             reads_in_flight_max: 8,
