@@ -12,9 +12,10 @@ use super::error::{Attempt, ClientError};
 use super::options::LogClientOptions;
 use super::{classify, unexpected, ChainKey, Inner, Routes};
 use crate::transport::Peer;
-use crate::types::{Address, StreamId};
+use crate::types::{Address, Epoch, StreamId};
 use crate::wire::logunit::{
-    AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, StreamHeader, WriteOutcome,
+    AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, StreamHeader,
+    WriteOutcome,
 };
 use crate::wire::sequencer::{SequencerRequest, SequencerResponse};
 use crate::wire::{Request, Response};
@@ -131,6 +132,8 @@ struct Placed {
     /// write to it is unknown): the head answering `Overwritten` with this
     /// very entry then means it is ours.
     maybe_written: bool,
+    /// The layout epoch the address was granted (or last confirmed) in.
+    epoch: Epoch,
 }
 
 /// Where one placed entry stands after a pass down its chain.
@@ -216,7 +219,7 @@ impl Inner {
     ) -> Result<Vec<Placed>, ClientError> {
         let count = group.len() as u32;
         let mut pause = Duration::from_millis(2);
-        let (start, previous) = loop {
+        let (start, previous, epoch) = loop {
             let routes = self.routes.load_full();
             let request = SequencerRequest::Token {
                 count,
@@ -228,7 +231,7 @@ impl Inner {
                     start,
                     count: granted,
                     previous,
-                }) if granted == count => break (start, previous),
+                }) if granted == count => break (start, previous, routes.epoch()),
                 Ok(other) => {
                     return Err(ClientError::Unexpected {
                         addr: "sequencer".into(),
@@ -277,6 +280,7 @@ impl Inner {
                         },
                     },
                     maybe_written: false,
+                    epoch,
                 }
             })
             .collect())
@@ -291,10 +295,44 @@ impl Inner {
     ) -> Vec<(usize, Address, Result<bool, ClientError>)> {
         let mut out = Vec::with_capacity(placed.len());
         let mut pause = Duration::from_millis(2);
+        let mut placed_again = Vec::new();
         while !placed.is_empty() {
             let routes = self.routes.load_full();
+            let mut stale = None;
+            let mut transient = None;
+            let mut ready = Vec::with_capacity(placed.len());
+            for mut p in placed.drain(..) {
+                if p.epoch == routes.epoch() {
+                    ready.push(p);
+                    continue;
+                }
+                // The layout changed since the address was granted. A new
+                // sequencer may grant it again (it knows only the tails
+                // the sealed units reported), so the entry keeps it only if
+                // the head already holds it; otherwise it takes a new token.
+                if !p.maybe_written {
+                    out.push((p.job, p.write.address, Ok(false)));
+                    continue;
+                }
+                match self.head_holds(&routes, &p.write).await {
+                    Ok(true) => {
+                        p.epoch = routes.epoch();
+                        ready.push(p);
+                    }
+                    Ok(false) => out.push((p.job, p.write.address, Ok(false))),
+                    Err(Attempt::Fatal(e)) => out.push((p.job, p.write.address, Err(e))),
+                    Err(Attempt::Stale(epoch)) => {
+                        stale = stale.max(Some(epoch));
+                        placed_again.push(p);
+                    }
+                    Err(Attempt::Transient(why)) => {
+                        transient = Some(why);
+                        placed_again.push(p);
+                    }
+                }
+            }
             let mut by_chain: HashMap<ChainKey, Vec<Placed>> = HashMap::new();
-            for p in placed.drain(..) {
+            for p in ready {
                 match routes.chain(p.write.address) {
                     Ok((key, _)) => by_chain.entry(key).or_default().push(p),
                     Err(e) => out.push((p.job, p.write.address, Err(e))),
@@ -310,8 +348,6 @@ impl Inner {
                     self.write_chain(routes, chain, group).await
                 }
             });
-            let mut stale = None;
-            let mut transient = None;
             for (p, step) in join_all(passes).await.into_iter().flatten() {
                 match step {
                     Step::Done => out.push((p.0, p.1, Ok(true))),
@@ -326,10 +362,11 @@ impl Inner {
                                 continue;
                             }
                         }
-                        placed.push(again);
+                        placed_again.push(again);
                     }
                 }
             }
+            placed.append(&mut placed_again);
             if placed.is_empty() {
                 break;
             }
@@ -345,6 +382,20 @@ impl Inner {
             }
         }
         out
+    }
+
+    /// True if the head of `write`'s chain holds exactly this entry.
+    async fn head_holds(&self, routes: &Routes, write: &AddressedEntry) -> Result<bool, Attempt> {
+        let (_, chain) = routes.chain(write.address)?;
+        let head = &chain[0];
+        let request = LogUnitRequest::Read {
+            address: write.address,
+        };
+        match self.log_unit_call(routes, head, request).await? {
+            LogUnitResponse::Read(ReadOutcome::Data(entry)) => Ok(entry == write.entry),
+            LogUnitResponse::Read(_) => Ok(false),
+            other => Err(Attempt::Fatal(unexpected(head, &Response::LogUnit(other)))),
+        }
     }
 
     /// One pass of a group of entries down one chain, head first.

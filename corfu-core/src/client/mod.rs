@@ -353,69 +353,97 @@ impl Inner {
         Ok(answer)
     }
 
-    /// Reads `addresses` from their chains' tails as they are (no hole
-    /// filling), grouped into one request per tail.
+    /// Reads `addresses` (ascending) from their chains' tails as they are
+    /// (no hole filling): one request sequence per chain tail, the chains
+    /// in parallel; the answer is in address order.
     async fn read_on(
         &self,
         routes: &Routes,
         addresses: &[Address],
     ) -> Result<Vec<(Address, ReadOutcome)>, Attempt> {
-        let mut out = Vec::with_capacity(addresses.len());
-        let mut rest = addresses;
-        while let Some(&first) = rest.first() {
-            let (key, chain) = routes.chain(first)?;
-            // The run of addresses on the same chain.
-            let mut n = 1;
-            while n < rest.len() && routes.chain(rest[n])?.0 == key {
-                n += 1;
+        let mut groups: Vec<(ChainKey, Vec<Address>)> = Vec::new();
+        for &address in addresses {
+            let (key, _) = routes.chain(address)?;
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, group)) => group.push(address),
+                None => groups.push((key, vec![address])),
             }
-            let (group, tail) = rest.split_at(n);
-            rest = tail;
-            let peer = chain.last().expect("chains are not empty");
-            let mut pending = group;
-            while !pending.is_empty() {
-                let contiguous =
-                    pending[pending.len() - 1] - pending[0] + 1 == pending.len() as u64;
-                let request = if pending.len() == 1 {
-                    LogUnitRequest::Read {
-                        address: pending[0],
-                    }
-                } else if contiguous {
-                    LogUnitRequest::ReadRange {
-                        from: pending[0],
-                        to: pending[pending.len() - 1] + 1,
-                    }
-                } else {
-                    LogUnitRequest::ReadBatch(pending.to_vec())
-                };
-                match self.log_unit_call(routes, peer, request).await? {
-                    LogUnitResponse::Read(outcome) => {
-                        out.push((pending[0], outcome));
-                        pending = &pending[1..];
-                    }
-                    LogUnitResponse::Reads(reads) if !reads.is_empty() => {
-                        // The unit answers a prefix (its own batch limit).
-                        let answered = reads.len().min(pending.len());
-                        if reads[..answered]
-                            .iter()
-                            .zip(pending)
-                            .any(|((a, _), b)| a != b)
-                        {
-                            return Err(Attempt::Fatal(unexpected(
-                                peer,
-                                &Response::LogUnit(LogUnitResponse::Reads(reads)),
-                            )));
-                        }
-                        out.extend(reads.into_iter().take(answered));
-                        pending = &pending[answered..];
-                    }
-                    other => {
-                        return Err(Attempt::Fatal(unexpected(peer, &Response::LogUnit(other))))
-                    }
+        }
+        let reads = groups.iter().map(|(key, group)| {
+            let peer = routes.chains[key.0][key.1]
+                .last()
+                .expect("chains are not empty");
+            self.read_group(routes, peer, group)
+        });
+        let mut out = Vec::with_capacity(addresses.len());
+        for part in futures_util::future::join_all(reads).await {
+            out.extend(part?);
+        }
+        if groups.len() > 1 {
+            out.sort_by_key(|(address, _)| *address);
+        }
+        Ok(out)
+    }
+
+    /// Reads `group` (ascending, one chain) from `peer`: a range request
+    /// for a contiguous run, a batch request otherwise, continued while the
+    /// unit answers only a prefix (its own batch limit).
+    async fn read_group(
+        &self,
+        routes: &Routes,
+        peer: &Peer,
+        group: &[Address],
+    ) -> Result<Vec<(Address, ReadOutcome)>, Attempt> {
+        let mut out = Vec::with_capacity(group.len());
+        let mut pending = group;
+        while !pending.is_empty() {
+            let contiguous = pending[pending.len() - 1] - pending[0] + 1 == pending.len() as u64;
+            let request = if pending.len() == 1 {
+                LogUnitRequest::Read {
+                    address: pending[0],
                 }
+            } else if contiguous {
+                LogUnitRequest::ReadRange {
+                    from: pending[0],
+                    to: pending[pending.len() - 1] + 1,
+                }
+            } else {
+                LogUnitRequest::ReadBatch(pending.to_vec())
+            };
+            match self.log_unit_call(routes, peer, request).await? {
+                LogUnitResponse::Read(outcome) => {
+                    out.push((pending[0], outcome));
+                    pending = &pending[1..];
+                }
+                LogUnitResponse::Reads(reads) if !reads.is_empty() => {
+                    let answered = reads.len().min(pending.len());
+                    if reads[..answered]
+                        .iter()
+                        .zip(pending)
+                        .any(|((a, _), b)| a != b)
+                    {
+                        return Err(Attempt::Fatal(unexpected(
+                            peer,
+                            &Response::LogUnit(LogUnitResponse::Reads(reads)),
+                        )));
+                    }
+                    out.extend(reads.into_iter().take(answered));
+                    pending = &pending[answered..];
+                }
+                other => return Err(Attempt::Fatal(unexpected(peer, &Response::LogUnit(other)))),
             }
         }
         Ok(out)
+    }
+
+    /// Reads one part of a larger read, retrying it as a whole.
+    async fn read_part(
+        &self,
+        part: Vec<Address>,
+    ) -> Result<Vec<(Address, ReadOutcome)>, ClientError> {
+        let part = &part;
+        self.retrying(|routes| async move { self.read_on(&routes, part).await })
+            .await
     }
 
     /// Reads `addresses` (ascending), in parallel chunks, then resolves the
@@ -425,10 +453,11 @@ impl Inner {
         addresses: &[Address],
     ) -> Result<Vec<(Address, ReadOutcome)>, ClientError> {
         let chunk = self.options.read_batch_max as usize;
-        let reads = stream::iter(addresses.chunks(chunk))
-            .map(|part| {
-                self.retrying(move |routes| async move { self.read_on(&routes, part).await })
-            })
+        // Owned parts: a closure over borrowed chunks would make this
+        // future unusable with `tokio::spawn` (a higher-ranked lifetime).
+        let parts: Vec<Vec<Address>> = addresses.chunks(chunk).map(<[_]>::to_vec).collect();
+        let reads = stream::iter(parts)
+            .map(|part| self.read_part(part))
             .buffered(self.options.reads_in_flight_max as usize);
         let mut out: Vec<(Address, ReadOutcome)> = Vec::with_capacity(addresses.len());
         let mut reads = std::pin::pin!(reads);
@@ -762,8 +791,15 @@ impl LogClient {
     }
 
     /// The entries of `stream` in `[from, to)`, in address order, touching
-    /// only the stream's addresses (from the sequencer's stream index);
-    /// junk (an append that never completed) is skipped.
+    /// only the stream's addresses; junk (an append that never completed)
+    /// is skipped.
+    ///
+    /// The addresses come from the sequencer's stream index. Below the
+    /// point from which that index is complete (a sequencer that restarted
+    /// knows only the stream tails recovered at its bootstrap), the stream
+    /// is followed through the entries' backpointers; where a backpointer
+    /// chain is broken by junk, the range below it is scanned entry by
+    /// entry.
     pub async fn read_stream(
         &self,
         stream: StreamId,
@@ -775,36 +811,29 @@ impl LogClient {
                 "range [{from}, {to}) is reversed"
             )));
         }
-        let inner = &self.inner;
-        let mut addresses = Vec::new();
-        let mut cursor = from;
-        while cursor < to {
-            let part = inner
-                .retrying(|routes| async move {
-                    let request = SequencerRequest::StreamAddresses {
-                        stream,
-                        from: cursor,
-                        to,
-                    };
-                    match inner.sequencer_call(&routes, request).await? {
-                        SequencerResponse::Addresses(a) => Ok(a),
-                        other => Err(Attempt::Fatal(ClientError::Unexpected {
-                            addr: "sequencer".into(),
-                            answer: format!("{other:?}"),
-                        })),
-                    }
-                })
-                .await?;
-            match part.last() {
-                Some(&last) if last >= cursor && last < to => cursor = last + 1,
-                _ => break,
+        if to == from {
+            return Ok(Vec::new());
+        }
+        let (mut addresses, complete_from) = self.stream_addresses(stream, from, to).await?;
+        if from < complete_from {
+            let start = match addresses.first() {
+                Some(&first) => Some(first),
+                None => self
+                    .stream_addresses(stream, to, Address::MAX)
+                    .await?
+                    .0
+                    .first()
+                    .copied(),
+            };
+            if let Some(start) = start {
+                let below = self.stream_below(stream, from, start).await?;
+                addresses.extend(below.into_iter().filter(|a| *a < to));
             }
-            addresses.extend(part.into_iter().filter(|a| (from..to).contains(a)));
         }
         addresses.sort_unstable();
         addresses.dedup();
         let mut out = Vec::with_capacity(addresses.len());
-        for (address, outcome) in inner.read_addresses(&addresses).await? {
+        for (address, outcome) in self.inner.read_addresses(&addresses).await? {
             match outcome {
                 ReadOutcome::Data(entry) => {
                     if entry.streams.iter().any(|h| h.stream == stream) {
@@ -817,6 +846,98 @@ impl LogClient {
             }
         }
         Ok(out)
+    }
+
+    /// The sequencer's index of `stream` in `[from, to)` (continued while
+    /// answers are cut), and the address from which the index is complete.
+    async fn stream_addresses(
+        &self,
+        stream: StreamId,
+        from: Address,
+        to: Address,
+    ) -> Result<(Vec<Address>, Address), ClientError> {
+        let inner = &self.inner;
+        let mut addresses = Vec::new();
+        let mut complete_from = 0;
+        let mut cursor = from;
+        while cursor < to {
+            let (part, complete) = inner
+                .retrying(|routes| async move {
+                    let request = SequencerRequest::StreamAddresses {
+                        stream,
+                        from: cursor,
+                        to,
+                    };
+                    match inner.sequencer_call(&routes, request).await? {
+                        SequencerResponse::Addresses {
+                            addresses,
+                            complete_from,
+                        } => Ok((addresses, complete_from)),
+                        other => Err(Attempt::Fatal(ClientError::Unexpected {
+                            addr: "sequencer".into(),
+                            answer: format!("{other:?}"),
+                        })),
+                    }
+                })
+                .await?;
+            complete_from = complete_from.max(complete);
+            let done = match part.last() {
+                Some(&last) if last >= cursor && last < to && to != Address::MAX => {
+                    cursor = last + 1;
+                    false
+                }
+                _ => true,
+            };
+            addresses.extend(part.into_iter().filter(|a| (from..to).contains(a)));
+            if done {
+                break;
+            }
+        }
+        Ok((addresses, complete_from))
+    }
+
+    /// The addresses of `stream` in `[from, start)`, found by following
+    /// backpointers down from `start` (an address of the stream); where
+    /// the chain meets junk or a hole, the rest of the range is scanned.
+    async fn stream_below(
+        &self,
+        stream: StreamId,
+        from: Address,
+        start: Address,
+    ) -> Result<Vec<Address>, ClientError> {
+        let mut found = Vec::new();
+        let mut current = start;
+        loop {
+            let backpointer = match self.read(current).await? {
+                ReadOutcome::Data(entry) => entry
+                    .streams
+                    .iter()
+                    .find(|h| h.stream == stream)
+                    .map(|h| h.backpointer),
+                _ => None,
+            };
+            match backpointer {
+                // The stream's previous entry.
+                Some(Some(previous)) if previous >= from && previous < current => {
+                    found.push(previous);
+                    current = previous;
+                }
+                // The stream begins here, or continues below the range.
+                Some(_) => return Ok(found),
+                // No backpointer to follow: scan what is left.
+                None => {
+                    tracing::debug!(current, from, "stream backpointers broken; scanning");
+                    for (address, outcome) in self.read_range(from, current).await? {
+                        if let ReadOutcome::Data(entry) = outcome {
+                            if entry.streams.iter().any(|h| h.stream == stream) {
+                                found.push(address);
+                            }
+                        }
+                    }
+                    return Ok(found);
+                }
+            }
+        }
     }
 
     /// Completes `address` now: copies the head's value down its chain, or
@@ -856,4 +977,30 @@ impl LogClient {
     pub fn close(&self) {
         self.inner.endpoint.close();
     }
+}
+
+/// Compile-time check: every operation's future can be handed to
+/// `tokio::spawn` (a future holding a borrow across an `await` in a
+/// higher-ranked closure would not be `Send + 'static` here).
+#[allow(dead_code)]
+fn operations_are_spawnable(c: LogClient) {
+    fn spawnable<F: Future + Send + 'static>(_: F) {}
+    let s = StreamId(1);
+    let d = c.clone();
+    spawnable(async move { d.append(vec![1], &[s]).await });
+    let d = c.clone();
+    spawnable(async move { d.append_batch(vec![(vec![1], vec![s])]).await });
+    let d = c.clone();
+    spawnable(async move { d.read(0).await });
+    let d = c.clone();
+    spawnable(async move { d.read_range(0, 10).await });
+    let d = c.clone();
+    spawnable(async move { d.read_stream(s, 0, 10).await });
+    let d = c.clone();
+    spawnable(async move { d.fill(0).await });
+    let d = c.clone();
+    spawnable(async move { d.tail().await });
+    let d = c.clone();
+    spawnable(async move { d.stream_tail(s).await });
+    spawnable(async move { c.prefix_trim(0).await });
 }

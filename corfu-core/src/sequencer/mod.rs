@@ -43,8 +43,9 @@
 //!   `next`, so every transaction whose snapshot precedes the failover
 //!   aborts and retries; the conflict table is emptied. The per-stream
 //!   address index then knows only the recovered tails: `StreamAddresses`
-//!   below the bootstrap's `next` is incomplete and readers fall back to
-//!   backpointers there. One exception keeps grants unique: if this
+//!   below the bootstrap's `next` is incomplete (the answer says from where
+//!   it is complete: `complete_from`) and readers fall back to backpointers
+//!   there. One exception keeps grants unique: if this
 //!   sequencer already granted tokens in the bootstrap's epoch (or a later
 //!   one), writes from those grants may be in the log beyond the reported
 //!   tails, so it keeps its state and only raises `next`, the tails and
@@ -91,6 +92,9 @@ pub struct Sequencer {
     /// Per stream, every address granted to it since the last bootstrap,
     /// plus the recovered tail.
     stream_index: FastMap<StreamId, RoaringTreemap>,
+    /// The stream index holds every grant from this address up (the
+    /// `next` of the last bootstrap that reset the state).
+    index_complete_from: Address,
     conflicts: ConflictTable,
 }
 
@@ -108,6 +112,7 @@ impl Sequencer {
             next: 0,
             stream_tails: FastMap::default(),
             stream_index: FastMap::default(),
+            index_complete_from: 0,
             conflicts: ConflictTable::new(keys_max, 0),
         }
     }
@@ -283,7 +288,10 @@ impl Sequencer {
                     .collect()
             }
         };
-        Response::Sequencer(SequencerResponse::Addresses(addresses))
+        Response::Sequencer(SequencerResponse::Addresses {
+            addresses,
+            complete_from: self.index_complete_from,
+        })
     }
 
     fn seal(&mut self, epoch: Epoch) -> Response {
@@ -323,6 +331,7 @@ impl Sequencer {
             self.conflicts.reset(next);
             self.stream_tails.clear();
             self.stream_index.clear();
+            self.index_complete_from = next;
         }
         for &(stream, tail) in stream_tails {
             let known = self.stream_tails.entry(stream).or_insert(tail);

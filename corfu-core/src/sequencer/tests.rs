@@ -92,7 +92,7 @@ fn addresses(seq: &mut Sequencer, s: StreamId, from: Address, to: Address) -> Ve
             to,
         },
     )) {
-        SequencerResponse::Addresses(a) => a,
+        SequencerResponse::Addresses { addresses, .. } => addresses,
         other => panic!("expected addresses, got {other:?}"),
     }
 }

@@ -118,7 +118,15 @@ pub enum SequencerResponse {
         streams: Vec<(StreamId, Option<Address>)>,
     },
     /// Answer to `StreamAddresses`, ascending.
-    Addresses(Vec<Address>),
+    Addresses {
+        /// The stream's addresses in the range (cut to the sequencer's
+        /// `stream_addresses_max`).
+        addresses: Vec<Address>,
+        /// The index is complete from this address up; below it, it holds
+        /// only the tails recovered at the last bootstrap, and readers
+        /// follow backpointers.
+        complete_from: Address,
+    },
     /// Answer to `Seal` and `Bootstrap`.
     Done,
 }
