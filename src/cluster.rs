@@ -16,7 +16,6 @@
 //! position `k % C` of stripe `k / C`, for `k < S * C`; further log units
 //! are left out of the layout.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -26,8 +25,8 @@ use corfu_core::client_config::ClientConfig;
 use corfu_core::layout::{Layout, NodeAddr, Segment, Stripe};
 use corfu_core::layout_service::proposer::Proposer;
 use corfu_core::transport::ClientEndpoint;
-use corfu_core::types::{Address, ClusterId, Role, StreamId};
-use corfu_core::wire::logunit::{LogUnitRequest, LogUnitResponse, Tails};
+use corfu_core::types::{ClusterId, Role};
+use corfu_core::wire::logunit::{LogUnitRequest, LogUnitResponse};
 use corfu_core::wire::sequencer::{SequencerRequest, SequencerResponse};
 use corfu_core::wire::{NodeInfo, Request, Response};
 
@@ -217,26 +216,7 @@ pub async fn bootstrap_with(
     Ok(layout)
 }
 
-/// The next address to grant and the per-stream tails, from the tails the
-/// log units reported: one past the highest address any unit holds (and not
-/// below any trim mark), and each stream's highest address on any unit.
-pub fn merge_tails<'a>(
-    tails: impl IntoIterator<Item = &'a Tails>,
-) -> (Address, Vec<(StreamId, Address)>) {
-    let mut next: Address = 0;
-    let mut streams: BTreeMap<StreamId, Address> = BTreeMap::new();
-    for t in tails {
-        if let Some(global) = t.global {
-            next = next.max(global.saturating_add(1));
-        }
-        next = next.max(t.trim_mark);
-        for &(stream, tail) in &t.streams {
-            let known = streams.entry(stream).or_insert(tail);
-            *known = (*known).max(tail);
-        }
-    }
-    (next, streams.into_iter().collect())
-}
+pub use corfu_core::reconfig::merge_tails;
 
 /// Bootstraps the active sequencer of `layout` from the tails of every log
 /// unit of the layout (all must answer), at the layout's epoch.
@@ -409,6 +389,8 @@ pub async fn run_cluster(command: ClusterCommand) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corfu_core::types::StreamId;
+    use corfu_core::wire::logunit::Tails;
 
     fn nodes(n: usize) -> Vec<ClusterNode> {
         (1..=n)

@@ -42,6 +42,11 @@ enum Command {
         #[command(subcommand)]
         which: corfu::local::LocalCommand,
     },
+    /// The layout: show it, seal the epoch, remove a node.
+    Layout {
+        #[command(subcommand)]
+        which: corfu::layout_cli::LayoutCommand,
+    },
     /// Cluster administration (bootstrap).
     Cluster {
         #[command(subcommand)]
@@ -212,6 +217,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Local { which } => corfu::local::run_local(which).await,
         Command::Cluster { which } => corfu::cluster::run_cluster(which).await,
+        Command::Layout { which } => corfu::layout_cli::run(which).await,
         Command::Log { which } => corfu::log_cli::run(which).await,
         Command::Bench { which } => {
             match which {

@@ -15,7 +15,8 @@
 //! - [`layout`]: the layout (segments, stripes, chains) of an epoch;
 //! - [`client`]: the log client (chain replication, hole filling,
 //!   batching, streams);
-//! - [`node`]: one process hosting the roles its config names.
+//! - [`node`]: one process hosting the roles its config names;
+//! - [`reconfig`]: sealing and moving the cluster to its next layout.
 //!
 //! Protocol cores are pure (they take a request, and `now` where time
 //! matters, and return a response); drivers own sockets, files and timers.
@@ -42,6 +43,7 @@ pub mod layout;
 pub mod layout_service;
 pub mod logunit;
 pub mod node;
+pub mod reconfig;
 pub mod sequencer;
 pub mod transport;
 pub mod types;

@@ -264,34 +264,54 @@ impl Proposer {
         }
     }
 
-    /// Sends `Commit` to every server, retrying once those that could not
-    /// be reached (best effort: a server that misses it learns the decision
-    /// from the next proposer, which gets `AlreadyCommitted` from the
-    /// others and commits it everywhere again).
+    /// Sends `Commit` to every server and returns once a majority has
+    /// recorded it (or every attempt is over); the rest are committed in
+    /// the background, retrying once those that could not be reached, so a
+    /// dead server does not hold up a reconfiguration. Best effort beyond
+    /// that: a server that misses the commit learns the decision from the
+    /// next proposer, which gets `AlreadyCommitted` from the others and
+    /// commits it everywhere again.
     async fn commit(&self, layout: &Layout) {
+        let (majority_tx, majority_rx) = tokio::sync::oneshot::channel();
+        let this = self.clone();
+        let layout = layout.clone();
+        tokio::spawn(async move { this.commit_everywhere(layout, majority_tx).await });
+        // An error means the task ended without a majority: nothing to wait for.
+        let _ = majority_rx.await;
+    }
+
+    async fn commit_everywhere(&self, layout: Layout, majority: tokio::sync::oneshot::Sender<()>) {
         let request = LayoutRequest::Commit {
             layout: Box::new(layout.clone()),
         };
+        let needed = self.majority();
+        let mut majority = Some(majority);
+        let mut committed = 0;
         let mut pending: Vec<&String> = self.servers.iter().collect();
         for attempt in 0..2 {
             if attempt > 0 {
                 // Past the transport's reconnect back-off.
                 tokio::time::sleep(Duration::from_millis(150)).await;
             }
-            let calls: FuturesUnordered<_> = pending
-                .iter()
+            let mut calls: FuturesUnordered<_> = std::mem::take(&mut pending)
+                .into_iter()
                 .map(|server| {
                     let peer = self.endpoint.peer(server);
                     let request = Request::Layout(request.clone());
-                    async move { (*server, classify(server, peer.call(0, request).await)) }
+                    async move { (server, classify(server, peer.call(0, request).await)) }
                 })
                 .collect();
-            let replies: Vec<(&String, Reply)> = calls.collect().await;
-            pending = Vec::new();
-            for (server, reply) in replies {
+            while let Some((server, reply)) = calls.next().await {
                 if let Reply::Failed(e) = reply {
                     tracing::debug!(error = %e, epoch = layout.epoch, "commit not delivered");
                     pending.push(server);
+                    continue;
+                }
+                committed += 1;
+                if committed >= needed {
+                    if let Some(tx) = majority.take() {
+                        let _ = tx.send(());
+                    }
                 }
             }
             if pending.is_empty() {
@@ -313,7 +333,12 @@ impl Proposer {
     }
 }
 
-/// The highest committed layout held by any reachable server of `servers`.
+/// How long `fetch_layout` waits for the other servers once a majority
+/// has answered.
+pub const FETCH_GRACE: Duration = Duration::from_millis(20);
+
+/// The highest committed layout held by any reachable server of `servers`
+/// (waiting for all of them, or for a majority and then [`FETCH_GRACE`]).
 pub async fn fetch_layout(
     endpoint: &ClientEndpoint,
     servers: &[String],
@@ -334,7 +359,19 @@ pub async fn fetch_layout(
     let mut best: Option<Layout> = None;
     let mut errors = Vec::new();
     let mut reached = 0;
-    while let Some((server, answer)) = calls.next().await {
+    // Once a majority has answered, stragglers get a short grace period:
+    // a dead server must not hold every client's refresh up for a timeout.
+    let majority = servers.len() / 2 + 1;
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match grace {
+            None => calls.next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, calls.next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+        };
+        let Some((server, answer)) = next else { break };
         match answer {
             Ok(Response::Layout(LayoutResponse::Layout(layout))) => {
                 reached += 1;
@@ -346,6 +383,9 @@ pub async fn fetch_layout(
             }
             Ok(other) => errors.push(format!("{server}: unexpected answer {other:?}")),
             Err(e) => errors.push(e.to_string()),
+        }
+        if grace.is_none() && reached >= majority {
+            grace = Some(tokio::time::Instant::now() + FETCH_GRACE);
         }
     }
     match best {
