@@ -1,19 +1,51 @@
 //! # objects: replicated data structures
 //!
-//! The top of the pipeline `corfu-core -> smr -> objects`. This crate will
-//! hold ready-made replicated objects built on the `smr` runtime, to embed
-//! in services: `ReplicatedMap<K, V>`, `ReplicatedCounter`,
-//! `ReplicatedQueue<T>`, `ReplicatedRegister<T>` and `ReplicatedSet<T>`,
-//! each a deterministic state machine whose updates are entries of its own
-//! stream in the shared log.
+//! The top of the pipeline `corfu-core -> smr -> objects`: ready-made
+//! replicated objects to embed in services. Each is a deterministic state
+//! machine (an [`smr::StateMachine`]) whose updates are the entries of its
+//! own stream in the shared log, with a typed handle offering methods in
+//! the object's own terms. Open them with [`smr::Runtime::open`]:
 //!
-//! It is empty until the object-layer issue lands:
+//! - [`ReplicatedMap<K, V>`]: `insert`, `remove`, `clear`, `get`,
+//!   `contains_key`, `len`, `snapshot` (an O(1) persistent copy to
+//!   iterate), `query`;
+//! - [`ReplicatedCounter`]: `add`, `get`, `add_and_get` (fetch-and-add)
+//!   and `compare_and_set`, whose outcomes are decided by log order.
+//!
+//! Writes append one entry and return its address. Reads are linearizable:
+//! they see every write acknowledged before they began, in any process.
+//! Keys and values are any types that derive rkyv's `Archive`,
+//! `Serialize` and `Deserialize`.
 //!
 //! ```
-//! assert_eq!(objects::RUNTIME_LOG_PROTOCOL_VERSION, smr::LOG_PROTOCOL_VERSION);
+//! use objects::{ReplicatedCounter, ReplicatedMap};
+//! use smr::{MemoryLog, Runtime};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), smr::Error> {
+//! // Two runtimes sharing one log, like two processes sharing a cluster.
+//! let log = MemoryLog::new();
+//! let (here, there) = (Runtime::new(log.clone()), Runtime::new(log));
+//!
+//! let accounts: ReplicatedMap<String, u64> = here.open("accounts")?;
+//! accounts.insert("alice".into(), 10).await?;
+//! let seen: ReplicatedMap<String, u64> = there.open("accounts")?;
+//! assert_eq!(seen.get("alice").await?, Some(10));
+//!
+//! let version: ReplicatedCounter = there.open("version")?;
+//! assert!(version.compare_and_set(0, 1).await?);
+//! let stale: ReplicatedCounter = here.open("version")?;
+//! assert!(!stale.compare_and_set(0, 1).await?); // log order decides
+//! # Ok(()) }
 //! ```
+//!
+//! Still to come: `ReplicatedQueue`, `ReplicatedRegister`,
+//! `ReplicatedSet`, and their use inside transactions.
 
 #![warn(missing_docs)]
 
-/// The log protocol version of the runtime these objects run on.
-pub const RUNTIME_LOG_PROTOCOL_VERSION: u16 = smr::LOG_PROTOCOL_VERSION;
+pub mod counter;
+pub mod map;
+
+pub use counter::ReplicatedCounter;
+pub use map::ReplicatedMap;

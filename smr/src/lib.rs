@@ -1,26 +1,135 @@
 //! # smr: the Tango runtime (state machine replication over the shared log)
 //!
-//! The middle of the pipeline `corfu-core -> smr -> objects`. This crate
-//! will hold the runtime that plays the shared log back into in-memory
-//! views (Tango, SOSP 2013):
+//! The middle of the pipeline `corfu-core -> smr -> objects`. A replicated
+//! object is a deterministic state machine whose updates are the entries
+//! of its own stream in the shared log; every process that opens it plays
+//! that stream into an in-memory view (Tango, SOSP 2013, §3).
 //!
-//! - `Runtime`: opens objects by name, one stream per object, one view per
-//!   object per process, played forward from the object's stream;
-//! - the `StateMachine` trait: an object is a deterministic state machine
-//!   with an rkyv-serialized update type and an `apply` upcall;
-//! - linearizable queries: sync the view to the stream's tail, then read;
-//! - multi-object transactions resolved by the sequencer's conditional
-//!   tokens;
-//! - checkpoints, so the log's prefix can be trimmed.
+//! Main types:
 //!
-//! It is empty until the object-layer issue lands; today it only names the
-//! log it is built on:
+//! - [`StateMachine`]: an object's state, with its update type `Op`
+//!   (serialized with rkyv, see [`Codec`]) and the `apply` upcall;
+//! - [`Runtime`]: opens objects by name over a [`SharedLog`] and keeps one
+//!   view per object;
+//! - [`Handle`]: `update` (append an op), `query` (sync, then read) and
+//!   `update_and_read_prior` (append, then learn what the op found);
+//! - [`SharedLog`]: what the runtime needs from the log, implemented by
+//!   the real [`LogClient`](corfu_core::client::LogClient) and by
+//!   [`MemoryLog`], an in-memory twin for tests and examples.
+//!
+//! ## Rules
+//!
+//! - **One stream per object.** Object `name` lives in the stream
+//!   `StreamId::from_name(name)`; updates are appended to it and playback
+//!   reads only it (Tango §3: a view never reads other objects' entries).
+//! - **One view per object per runtime.** However many handles exist, they
+//!   share one state, played once. Opening a name with a second state type
+//!   is an error, not a second view.
+//! - **Linearizable queries.** [`Handle::query`] asks the log for the
+//!   stream's tail *after* it begins, plays every entry up to that tail,
+//!   then reads. An update acknowledged before the query began was granted
+//!   an address at or below that tail, and stream reads wait for (or
+//!   complete) granted entries, so the query sees it, whichever runtime
+//!   made it. (The view may have gone further than the tail; a later state
+//!   is still one the log held while the query ran.)
+//! - **Apply once, in order.** One playback at a time per view; callers
+//!   that need the view while another playback runs wait for it and reuse
+//!   what it applied. The state lock is never held across a log read, so a
+//!   reader of a view that is already far enough along does not wait for
+//!   the network. Playback reads at most
+//!   [`RuntimeOptions::playback_batch_addresses`] addresses at a time.
+//! - **Outcomes follow log order.** An update's outcome (did a
+//!   compare-and-set take effect?) is decided where the op lands in the
+//!   log, not when it is sent: [`Handle::update_and_read_prior`] appends,
+//!   plays the stream up to the op and reports what the op found.
+//!
+//! ## Undecodable entries
+//!
+//! An entry of an object's stream that is not an update of the object's
+//! op type (written by a program with another type under the same name,
+//! or raw bytes appended with `corfu log append`) is reported as
+//! [`Error::Undecodable`], naming the object and the address, and the view
+//! **stops before it for good**: every later query of that object in this
+//! runtime returns the same error, and no panic ever occurs. Skipping the
+//! entry would keep the object available, but silently: if the entry was an
+//! acknowledged update of a newer program version, this view would diverge
+//! from the views that can decode it. A stopped view is loud and never
+//! wrong. The entry stays in the write-once log, so the object is usable
+//! again only by a program that decodes it (or, once checkpoints exist, a
+//! checkpoint beyond it). Other objects of the runtime are unaffected.
+//!
+//! ## Defining an object
 //!
 //! ```
-//! assert_eq!(smr::LOG_PROTOCOL_VERSION, corfu_core::wire::PROTOCOL_VERSION);
+//! use corfu_core::types::Address;
+//! use rkyv::{Archive, Deserialize, Serialize};
+//! use smr::{Handle, MemoryLog, Runtime, StateMachine};
+//!
+//! /// The updates of a register that remembers where it was last set.
+//! #[derive(Archive, Serialize, Deserialize)]
+//! enum RegisterOp {
+//!     Set(String),
+//! }
+//!
+//! #[derive(Default)]
+//! struct Register {
+//!     value: Option<String>,
+//!     set_at: Option<Address>,
+//! }
+//!
+//! impl StateMachine for Register {
+//!     type Op = RegisterOp;
+//!
+//!     fn apply(&mut self, op: RegisterOp, address: Address) {
+//!         match op {
+//!             RegisterOp::Set(value) => {
+//!                 self.value = Some(value);
+//!                 self.set_at = Some(address);
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), smr::Error> {
+//! // Two runtimes sharing one log, like two processes sharing a cluster
+//! // (over a cluster: `Runtime::new(LogClient::connect(&config).await?)`).
+//! let log = MemoryLog::new();
+//! let here = Runtime::new(log.clone());
+//! let there = Runtime::new(log);
+//!
+//! let greeting: Handle<Register> = here.open("greeting")?;
+//! let address = greeting.update(RegisterOp::Set("hello".into())).await?;
+//!
+//! let remote: Handle<Register> = there.open("greeting")?;
+//! let (value, set_at) = remote.query(|r| (r.value.clone(), r.set_at)).await?;
+//! assert_eq!(value.as_deref(), Some("hello"));
+//! assert_eq!(set_at, Some(address));
+//! # Ok(()) }
 //! ```
+//!
+//! Not here yet: multi-object transactions (they need conditional appends
+//! in the log client), checkpoints (and with them prefix trim under live
+//! objects), and playback batched across objects.
 
 #![warn(missing_docs)]
 
-/// The wire protocol version of the shared log this runtime speaks.
-pub const LOG_PROTOCOL_VERSION: u16 = corfu_core::wire::PROTOCOL_VERSION;
+mod codec;
+mod error;
+mod log;
+mod memory;
+mod object;
+mod record;
+mod runtime;
+mod view;
+
+#[cfg(test)]
+mod tests;
+
+pub use codec::{Codec, CodecError};
+pub use corfu_core::types::{Address, StreamId};
+pub use error::Error;
+pub use log::SharedLog;
+pub use memory::MemoryLog;
+pub use object::{Object, StateMachine};
+pub use runtime::{Handle, Runtime, RuntimeOptions, PLAYBACK_BATCH_ADDRESSES_DEFAULT};

@@ -17,7 +17,7 @@ use crate::wire::logunit::{
     AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, StreamHeader,
     WriteOutcome,
 };
-use crate::wire::sequencer::{SequencerRequest, SequencerResponse};
+use crate::wire::sequencer::{SequencerRequest, SequencerResponse, TxnCondition};
 use crate::wire::{Request, Response};
 
 /// One entry to append.
@@ -191,6 +191,36 @@ impl Inner {
             .collect()
     }
 
+    /// Appends one entry with a conditional token (a transaction's commit):
+    /// granted only if no key of the condition's read set was written after
+    /// its snapshot. An abort, or losing the granted address to a hole
+    /// filler, is `ClientError::Aborted`: nothing of it is in the log, and
+    /// the caller retries from a new snapshot.
+    pub(crate) async fn append_conditional(
+        &self,
+        job: Job,
+        condition: &TxnCondition,
+    ) -> Result<Address, ClientError> {
+        let deadline = Instant::now() + self.options.operation_timeout();
+        let jobs = [job];
+        let placed = self
+            .token_for(&jobs, &jobs[0].streams, &[0], Some(condition), deadline)
+            .await?;
+        let address = placed.first().map_or(0, |p| p.write.address);
+        match self.write_placed(placed, deadline).await.pop() {
+            Some((_, address, Ok(true))) => Ok(address),
+            Some((_, address, Ok(false))) => Err(ClientError::Aborted {
+                conflict: None,
+                address,
+            }),
+            Some((_, _, Err(e))) => Err(e),
+            None => Err(ClientError::Aborted {
+                conflict: None,
+                address,
+            }),
+        }
+    }
+
     /// Takes one token per set of streams among `todo` and builds each
     /// entry with its address and backpointers.
     async fn take_tokens(
@@ -204,7 +234,7 @@ impl Inner {
             groups.entry(&jobs[job].streams).or_default().push(job);
         }
         let requests = groups.into_iter().map(|(streams, group)| async move {
-            let placed = self.token_for(jobs, streams, &group, deadline).await;
+            let placed = self.token_for(jobs, streams, &group, None, deadline).await;
             (group, placed)
         });
         join_all(requests).await
@@ -215,6 +245,7 @@ impl Inner {
         jobs: &[Job],
         streams: &[StreamId],
         group: &[usize],
+        condition: Option<&TxnCondition>,
         deadline: Instant,
     ) -> Result<Vec<Placed>, ClientError> {
         let count = group.len() as u32;
@@ -224,9 +255,15 @@ impl Inner {
             let request = SequencerRequest::Token {
                 count,
                 streams: streams.to_vec(),
-                condition: None,
+                condition: condition.cloned(),
             };
             let why = match self.sequencer_call(&routes, request).await {
+                Ok(SequencerResponse::Abort { key, address }) => {
+                    return Err(ClientError::Aborted {
+                        conflict: key,
+                        address,
+                    })
+                }
                 Ok(SequencerResponse::Token {
                     start,
                     count: granted,

@@ -2,6 +2,7 @@
 
 use crate::transport::TransportError;
 use crate::types::{Address, Epoch};
+use crate::wire::sequencer::ConflictKey;
 use crate::wire::ServerError;
 
 /// A log client operation failed. Corfu outcomes that are answers (junk,
@@ -70,6 +71,17 @@ pub enum ClientError {
         /// The answer, debug-printed.
         answer: String,
     },
+    /// A conditional append (a transaction's commit) was refused: a key of
+    /// its read set was written after its snapshot (`conflict`), or the
+    /// granted address was lost to a hole filler (`conflict` is `None`).
+    /// Nothing of it is in the log.
+    #[error("aborted: {}", match conflict { Some(k) => format!("key {:#x} of stream {} was written at {address}, after the snapshot", k.key_hash, k.stream), None => format!("its address {address} was taken before the write") })]
+    Aborted {
+        /// The conflicting key, if the sequencer named one.
+        conflict: Option<ConflictKey>,
+        /// Where the conflicting write (or the lost address) is.
+        address: Address,
+    },
     /// The client was shut down.
     #[error("the log client is closed")]
     Closed,
@@ -88,6 +100,7 @@ impl ClientError {
             ClientError::Unwritten { .. } => "unwritten",
             ClientError::ChainDiverged { .. } => "chain_diverged",
             ClientError::Unexpected { .. } => "unexpected_answer",
+            ClientError::Aborted { .. } => "aborted",
             ClientError::Closed => "closed",
         }
     }

@@ -77,7 +77,7 @@ use crate::types::{Address, Epoch, StreamId};
 use crate::wire::logunit::{
     AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, WriteOutcome,
 };
-use crate::wire::sequencer::{SequencerRequest, SequencerResponse};
+use crate::wire::sequencer::{SequencerRequest, SequencerResponse, TxnCondition};
 use crate::wire::{Request, Response, ServerErrorKind};
 use append::{Job, PendingAppend};
 use error::Attempt;
@@ -713,6 +713,23 @@ impl LogClient {
         answer.await.unwrap_or(Err(ClientError::Closed))
     }
 
+    /// Appends `payload` to `streams` with a conditional token (Tango/vCorfu
+    /// transactions resolved at the sequencer): it is written only if no
+    /// key of `condition.read_set` was written (by another conditional
+    /// append) after `condition.snapshot` (the last address the
+    /// transaction has seen); its `write_set` keys are recorded
+    /// at its address. Otherwise [`ClientError::Aborted`] and nothing is in
+    /// the log.
+    pub async fn append_conditional(
+        &self,
+        payload: Vec<u8>,
+        streams: &[StreamId],
+        condition: &TxnCondition,
+    ) -> Result<Address, ClientError> {
+        let job = Job::new(payload, streams, self.inner.options.entry_bytes_max)?;
+        self.inner.append_conditional(job, condition).await
+    }
+
     /// Appends several entries in one batch (split by the batch limits);
     /// the results are in input order.
     pub async fn append_batch(
@@ -1002,5 +1019,12 @@ fn operations_are_spawnable(c: LogClient) {
     spawnable(async move { d.tail().await });
     let d = c.clone();
     spawnable(async move { d.stream_tail(s).await });
+    let d = c.clone();
+    let condition = TxnCondition {
+        snapshot: 0,
+        read_set: vec![],
+        write_set: vec![],
+    };
+    spawnable(async move { d.append_conditional(vec![1], &[s], &condition).await });
     spawnable(async move { c.prefix_trim(0).await });
 }

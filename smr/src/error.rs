@@ -1,0 +1,72 @@
+//! What a runtime operation can fail with.
+
+use corfu_core::client::ClientError;
+use corfu_core::types::Address;
+
+/// A runtime operation failed. Every variant names the object.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The shared log could not serve the operation (the client already
+    /// retried what was worth retrying); the view is unchanged and a later
+    /// call may succeed.
+    #[error("object {object:?}: {source}")]
+    Log {
+        /// The object.
+        object: String,
+        /// The log client's error.
+        #[source]
+        source: ClientError,
+    },
+    /// The op could not be serialized.
+    #[error("object {object:?}: cannot encode the op: {reason}")]
+    Encode {
+        /// The object.
+        object: String,
+        /// The serializer's error.
+        reason: String,
+    },
+    /// An entry of the object's stream is not an update of this object's
+    /// type. The view stops before it for good (see the crate docs,
+    /// "Undecodable entries"): every later query of the object in this
+    /// runtime returns this error.
+    #[error(
+        "object {object:?}: the entry at address {address} cannot be applied: {reason}; \
+         the view stops before it"
+    )]
+    Undecodable {
+        /// The object.
+        object: String,
+        /// The entry's address.
+        address: Address,
+        /// Why it could not be decoded.
+        reason: String,
+    },
+    /// The object is already open in this runtime with another state type.
+    #[error("object {object:?} is open as {opened_as} in this runtime; it cannot be opened as {requested}")]
+    TypeMismatch {
+        /// The object.
+        object: String,
+        /// The type it was first opened with.
+        opened_as: &'static str,
+        /// The type asked for now.
+        requested: &'static str,
+    },
+    /// An `apply` upcall (or a reader run during playback) panicked while
+    /// the view was being updated; the state may be half-applied, so the
+    /// view is unusable in this runtime.
+    #[error("object {object:?}: a panic during playback left the view unusable")]
+    Poisoned {
+        /// The object.
+        object: String,
+    },
+    /// The shared log answered something its contract rules out (for
+    /// example a stream read returning an address outside the range asked
+    /// for). Nothing of the answer past the offending entry was applied.
+    #[error("object {object:?}: the shared log broke its contract: {detail}")]
+    LogContract {
+        /// The object.
+        object: String,
+        /// What was wrong.
+        detail: String,
+    },
+}

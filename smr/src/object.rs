@@ -1,0 +1,49 @@
+//! The object traits: what a replicated object is to the runtime.
+
+use corfu_core::types::Address;
+
+use crate::codec::Codec;
+use crate::runtime::Handle;
+
+/// A replicated object's state: a deterministic state machine (Tango §3).
+///
+/// Every runtime that opens the object starts from `Default::default()` and
+/// applies the object's updates in log order, so `apply` must depend on
+/// nothing but the state, the op and the address: no clock, no randomness,
+/// no I/O, no iteration order of a randomly seeded hash map that could leak
+/// into the state. Then every view that has applied the same prefix of the
+/// stream holds the same state.
+///
+/// `apply` must not panic: a panic leaves the view unusable in this
+/// runtime ([`Error::Poisoned`](crate::Error::Poisoned)). Reject bad input
+/// by making the op a no-op instead (the rule is the same everywhere, so
+/// every view rejects it alike).
+pub trait StateMachine: Default + Send + Sync + 'static {
+    /// An update, as written to the log (derive rkyv's `Archive`,
+    /// `Serialize` and `Deserialize`).
+    type Op: Codec + Send + 'static;
+
+    /// Applies `op`, the entry at `address` of the object's stream.
+    /// Addresses increase strictly from one call to the next.
+    fn apply(&mut self, op: Self::Op, address: Address);
+}
+
+/// A typed front for a replicated object, built from the runtime's handle:
+/// what [`Runtime::open`](crate::Runtime::open) returns. `Handle<T>` itself
+/// is one; a ready-made object (a replicated map, say) wraps a handle and
+/// offers methods in the object's own terms.
+pub trait Object: Sized {
+    /// The state machine behind the object.
+    type State: StateMachine;
+
+    /// Wraps a handle of the object's view.
+    fn from_handle(handle: Handle<Self::State>) -> Self;
+}
+
+impl<T: StateMachine> Object for Handle<T> {
+    type State = T;
+
+    fn from_handle(handle: Handle<T>) -> Self {
+        handle
+    }
+}

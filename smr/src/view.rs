@@ -1,0 +1,197 @@
+//! One object's view in one runtime: its state, how far the object's
+//! stream has been applied, and the rule that plays the stream forward.
+//!
+//! - **One sync at a time.** Playback happens under the view's `syncing`
+//!   lock (an async mutex: it is held across the log reads). A caller that
+//!   needs the view at address `t` first checks whether it already is past
+//!   `t`; if not, it waits for the lock and checks again, so a caller
+//!   queued behind a sync that covered its target does no work
+//!   (piggybacking). Only the holder of `syncing` moves `next`, and it
+//!   applies only addresses at or above it: no entry is applied twice or
+//!   out of order.
+//! - **The state lock is never held across an await.** Entries are read
+//!   from the log without it; each batch is then applied under a short
+//!   write lock. Readers of a view that is already far enough along take
+//!   only the read lock and never wait for a sync in progress beyond the
+//!   application of one batch.
+//! - **Bounded batches.** Playback reads the stream in ranges of at most
+//!   `playback_batch_addresses` addresses, so memory is bounded however far
+//!   behind the view is.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use corfu_core::types::{Address, StreamId};
+
+use crate::error::Error;
+use crate::log::SharedLog;
+use crate::object::StateMachine;
+use crate::record;
+
+/// Called with the state right before the tagged update it waits for is
+/// applied.
+pub(crate) type Waiter<T> = Box<dyn FnOnce(&T) + Send>;
+
+pub(crate) struct View<T: StateMachine> {
+    pub(crate) name: Arc<str>,
+    pub(crate) stream: StreamId,
+    /// The id of the runtime owning the view: tagged updates of this
+    /// runtime may have waiters.
+    runtime_id: u128,
+    batch_addresses: u64,
+    played: RwLock<Played<T>>,
+    syncing: tokio::sync::Mutex<()>,
+    /// By tag sequence number: callers of this runtime waiting for the
+    /// state their update finds.
+    waiters: Mutex<HashMap<u64, Waiter<T>>>,
+}
+
+struct Played<T> {
+    state: T,
+    /// Every entry of the stream below this address is applied (or was
+    /// junk); none at or above it is.
+    next: Address,
+    /// Set when an entry could not be decoded: the view stops for good.
+    failed: Option<Error>,
+}
+
+impl<T: StateMachine> View<T> {
+    pub(crate) fn new(name: Arc<str>, runtime_id: u128, batch_addresses: u64) -> View<T> {
+        View {
+            stream: StreamId::from_name(&name),
+            name,
+            runtime_id,
+            batch_addresses: batch_addresses.max(1),
+            played: RwLock::new(Played {
+                state: T::default(),
+                next: 0,
+                failed: None,
+            }),
+            syncing: tokio::sync::Mutex::new(()),
+            waiters: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn poisoned<P>(&self, _: P) -> Error {
+        Error::Poisoned {
+            object: self.name.to_string(),
+        }
+    }
+
+    pub(crate) fn log_error(&self, source: corfu_core::client::ClientError) -> Error {
+        Error::Log {
+            object: self.name.to_string(),
+            source,
+        }
+    }
+
+    /// Runs `read` on the state as it is now.
+    pub(crate) fn read<R>(&self, read: impl FnOnce(&T) -> R) -> Result<R, Error> {
+        let played = self.played.read().map_err(|e| self.poisoned(e))?;
+        if let Some(e) = &played.failed {
+            return Err(e.clone());
+        }
+        Ok(read(&played.state))
+    }
+
+    /// The first address not applied yet, or the error that stopped the
+    /// view.
+    fn next(&self) -> Result<Address, Error> {
+        let played = self.played.read().map_err(|e| self.poisoned(e))?;
+        match &played.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(played.next),
+        }
+    }
+
+    /// Plays the stream forward until every entry below `target` is
+    /// applied.
+    pub(crate) async fn sync_to(&self, log: &dyn SharedLog, target: Address) -> Result<(), Error> {
+        if self.next()? >= target {
+            return Ok(());
+        }
+        let _syncing = self.syncing.lock().await;
+        loop {
+            // Another sync may have covered the target while we waited.
+            let next = self.next()?;
+            if next >= target {
+                return Ok(());
+            }
+            let to = target.min(next.saturating_add(self.batch_addresses));
+            let entries = log
+                .read_stream(self.stream, next, to)
+                .await
+                .map_err(|e| self.log_error(e))?;
+            self.apply_batch(next, to, entries)?;
+        }
+    }
+
+    /// Applies the entries the log returned for `[from, to)`.
+    fn apply_batch(
+        &self,
+        from: Address,
+        to: Address,
+        entries: Vec<(Address, Vec<u8>)>,
+    ) -> Result<(), Error> {
+        let mut played = self.played.write().map_err(|e| self.poisoned(e))?;
+        // Only the holder of `syncing` moves `next`, and it read `from`.
+        debug_assert_eq!(played.next, from);
+        for (address, payload) in entries {
+            if address < played.next || address >= to {
+                return Err(Error::LogContract {
+                    object: self.name.to_string(),
+                    detail: format!(
+                        "a read of the stream in [{from}, {to}) returned address {address} \
+                         where an address in [{}, {to}) was due",
+                        played.next
+                    ),
+                });
+            }
+            let (tag, op) = match record::decode_update::<T::Op>(&payload) {
+                Ok(decoded) => decoded,
+                Err(reason) => {
+                    let error = Error::Undecodable {
+                        object: self.name.to_string(),
+                        address,
+                        reason,
+                    };
+                    tracing::error!(%error, "replicated object stopped");
+                    played.next = address;
+                    played.failed = Some(error.clone());
+                    return Err(error);
+                }
+            };
+            if let Some(tag) = tag.filter(|t| t.runtime == self.runtime_id) {
+                if let Some(waiter) = self.take_waiter(tag.seq) {
+                    waiter(&played.state);
+                }
+            }
+            played.state.apply(op, address);
+            played.next = address + 1;
+        }
+        played.next = to;
+        Ok(())
+    }
+
+    pub(crate) fn add_waiter(&self, seq: u64, waiter: Waiter<T>) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(seq, waiter);
+    }
+
+    pub(crate) fn take_waiter(&self, seq: u64) -> Option<Waiter<T>> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&seq)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn waiter_count(&self) -> usize {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
