@@ -232,13 +232,23 @@ impl Reconfigurer {
     /// Seals the current epoch, decides the next layout for `change`, and
     /// bootstraps its sequencer. If another reconfiguration decides the
     /// epoch first, starts over from the layout it decided (at most
-    /// [`ATTEMPTS_MAX`] times); a node that is already gone from the
-    /// layout counts as removed.
+    /// [`ATTEMPTS_MAX`] times). Removing a node that another
+    /// reconfiguration removed meanwhile (or that is still a layout server
+    /// but no longer a log unit or sequencer) succeeds without a new epoch;
+    /// a node the layout does not name at all is an error.
     pub async fn reconfigure(&self, change: &Change) -> Result<Reconfigured, ReconfigError> {
         let started = Instant::now();
-        for _ in 0..ATTEMPTS_MAX {
+        for attempt in 0..ATTEMPTS_MAX {
             let current = self.current().await?;
             if let Change::RemoveNode(node) = change {
+                let known =
+                    attempt > 0 || current.layout_servers.iter().any(|n| n.node_id == *node);
+                if !mentions(&current, node) && !known {
+                    return Err(ReconfigError::Invalid(format!(
+                        "node {node} is not in the layout of epoch {} (already removed, or never a member)",
+                        current.epoch
+                    )));
+                }
                 if !mentions(&current, node) {
                     // Someone removed it already: make sure the sequencer
                     // of that layout serves (idempotent).
