@@ -389,6 +389,10 @@ fn print_append(r: &bench::append::AppendReport) {
         r.chain, r.raw_fdatasync_4k.p50_us, r.ratio_single_p50_to_chain_floor
     );
     println!(
+        "  tail query {:>10.0} stream-tail queries/s from {} tasks",
+        r.stream_tail_queries_per_s, r.concurrent.tasks
+    );
+    println!(
         "  playback   {:>10.0} entries/s over {} entries (target >= 1000000)   raw range reads {:>10.0}/s   ratio {:.2}",
         r.playback_entries_per_s, r.playback_entries, r.raw_range_reads_per_s, r.ratio_playback_to_raw
     );

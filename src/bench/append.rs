@@ -96,6 +96,9 @@ pub struct AppendReport {
     pub concurrent: AppendPhase,
     /// `tasks` tasks, `append_batch` of `batch` entries each.
     pub batched: AppendPhase,
+    /// Linearizable stream-tail queries per second from `tasks` tasks
+    /// (concurrent queries share sequencer round trips).
+    pub stream_tail_queries_per_s: f64,
     /// Entries read back through the client.
     pub playback_entries: u64,
     /// Playback through `LogClient::read_range`, entries/s.
@@ -238,6 +241,29 @@ pub async fn run(cfg: &AppendBenchConfig) -> anyhow::Result<AppendReport> {
     let concurrent = phase(&client, cfg.tasks, 1, cfg).await?;
     let batched = phase(&client, cfg.tasks, cfg.batch, cfg).await?;
 
+    // Stream-tail queries, the first step of every linearizable read.
+    let stream_tail_queries_per_s = {
+        let start = Instant::now();
+        let deadline = start + cfg.run;
+        let mut handles = Vec::new();
+        for _ in 0..cfg.tasks {
+            let client = client.clone();
+            handles.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    client.stream_tail(StreamId::from_name("bench")).await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            }));
+        }
+        let mut total = 0;
+        for h in handles {
+            total += h.await??;
+        }
+        total as f64 / start.elapsed().as_secs_f64()
+    };
+
     // Playback: the whole log through the client, then raw.
     let tail = client.tail().await?;
     let start = Instant::now();
@@ -283,6 +309,7 @@ pub async fn run(cfg: &AppendBenchConfig) -> anyhow::Result<AppendReport> {
         single,
         concurrent,
         batched,
+        stream_tail_queries_per_s,
         playback_entries: tail,
         playback_entries_per_s,
         ratio_playback_to_raw: if raw_range_reads_per_s > 0.0 {

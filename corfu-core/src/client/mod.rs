@@ -56,6 +56,7 @@
 mod append;
 mod error;
 mod options;
+mod tails;
 
 pub use error::ClientError;
 pub use options::{HoleFillPolicy, LogClientOptions};
@@ -123,6 +124,10 @@ pub(crate) struct Inner {
     batch_slots: Arc<Semaphore>,
     /// A lower bound of the log's tail, learnt from the sequencer.
     known_tail: AtomicU64,
+    /// Tail queries being combined.
+    tail_rounds: tails::TailRounds,
+    /// This client, for work continued on tasks.
+    me: tails::SelfRef,
 }
 
 /// The peers of one layout, resolved once per epoch.
@@ -325,32 +330,6 @@ impl Inner {
             Response::LogUnit(response) => Ok(response),
             other => Err(Attempt::Fatal(unexpected(peer, &other))),
         }
-    }
-
-    /// The sequencer's next address and the tails of `streams`.
-    async fn tails(
-        &self,
-        streams: Vec<StreamId>,
-    ) -> Result<(Address, Vec<(StreamId, Option<Address>)>), ClientError> {
-        let answer = self
-            .retrying(|routes| {
-                let streams = streams.clone();
-                async move {
-                    match self
-                        .sequencer_call(&routes, SequencerRequest::Tail { streams })
-                        .await?
-                    {
-                        SequencerResponse::Tail { next, streams } => Ok((next, streams)),
-                        other => Err(Attempt::Fatal(ClientError::Unexpected {
-                            addr: "sequencer".into(),
-                            answer: format!("{other:?}"),
-                        })),
-                    }
-                }
-            })
-            .await?;
-        self.known_tail.fetch_max(answer.0, Ordering::Relaxed);
-        Ok(answer)
     }
 
     /// Reads `addresses` (ascending) from their chains' tails as they are
@@ -653,7 +632,7 @@ impl LogClient {
             .map_err(|e| ClientError::Unavailable(e.to_string()))?;
         let routes = Routes::new(&endpoint, layout);
         let (queue, rx) = mpsc::channel(options.append_queue_max as usize);
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
             endpoint,
             layout_servers,
             batch_slots: Arc::new(Semaphore::new(options.batches_in_flight_max as usize)),
@@ -661,6 +640,8 @@ impl LogClient {
             routes: ArcSwap::from_pointee(routes),
             refresh: tokio::sync::Mutex::new(()),
             known_tail: AtomicU64::new(0),
+            tail_rounds: tails::TailRounds::default(),
+            me: me.clone(),
         });
         tokio::spawn(append::run_batcher(inner.clone(), rx));
         Ok(LogClient { inner, queue })
