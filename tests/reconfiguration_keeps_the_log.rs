@@ -253,14 +253,20 @@ async fn racing_engines_decide_one_layout_per_epoch() {
 
     // Removing n2 again is a no-op (it is gone, still a layout server); a
     // node the layout never named is refused.
-    let again = a.reconfigure(&Change::RemoveNode("n2".into())).await.unwrap();
+    let again = a
+        .reconfigure(&Change::RemoveNode("n2".into()))
+        .await
+        .unwrap();
     assert!(!again.won);
     assert_eq!(again.layout.epoch, last.epoch);
     let unknown = a
         .reconfigure(&Change::RemoveNode("n9".into()))
         .await
         .unwrap_err();
-    assert!(unknown.to_string().contains("not in the layout"), "{unknown}");
+    assert!(
+        unknown.to_string().contains("not in the layout"),
+        "{unknown}"
+    );
 
     // The log carries on, and nothing acknowledged before is lost.
     let after = client.append(b"after".to_vec(), &[]).await.unwrap();
