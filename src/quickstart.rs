@@ -159,6 +159,7 @@ pub async fn run(opts: QuickstartOptions) -> anyhow::Result<()> {
         transport: TransportConfig::default(),
         log_unit: Default::default(),
         sequencer: Default::default(),
+        failure_detector: Default::default(),
     };
     let node = node::start(config).await.context("starting the node")?;
     let addr = node.local_addr().to_string();

@@ -16,7 +16,9 @@
 //! - [`client`]: the log client (chain replication, hole filling,
 //!   batching, streams);
 //! - [`node`]: one process hosting the roles its config names;
-//! - [`reconfig`]: sealing and moving the cluster to its next layout.
+//! - [`reconfig`]: sealing and moving the cluster to its next layout;
+//! - [`detector`]: the optional failure detector that removes unreachable
+//!   nodes through [`reconfig`].
 //!
 //! Protocol cores are pure (they take a request, and `now` where time
 //! matters, and return a response); drivers own sockets, files and timers.
@@ -39,6 +41,7 @@
 
 pub mod client;
 pub mod client_config;
+pub mod detector;
 pub mod layout;
 pub mod layout_service;
 pub mod logunit;

@@ -42,6 +42,7 @@ pub fn node_config(
         transport: TransportConfig::default(),
         log_unit: Default::default(),
         sequencer: Default::default(),
+        failure_detector: Default::default(),
     }
 }
 

@@ -15,6 +15,11 @@
 //!
 //! [log_unit]
 //! sync = "always"               # always | batch | never
+//!
+//! [failure_detector]            # see `crate::detector`
+//! enabled = false               # only nodes hosting a layout server run it
+//! failure_timeout_ms = 1000
+//! probe_interval_ms = 100
 //! ```
 
 use std::net::SocketAddr;
@@ -22,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::detector::DetectorConfig;
 use crate::logunit::LogUnitConfig;
 use crate::sequencer::SequencerConfig;
 use crate::transport::tls::NodeTlsConfig;
@@ -56,6 +62,9 @@ pub struct NodeConfig {
     /// Sequencer limits (used when the node hosts the `sequencer` role).
     #[serde(default)]
     pub sequencer: SequencerConfig,
+    /// The failure detector (off by default; see [`crate::detector`]).
+    #[serde(default)]
+    pub failure_detector: DetectorConfig,
 }
 
 /// A configuration file that cannot be used. Its `Display` is one line that
@@ -107,6 +116,7 @@ impl NodeConfig {
             transport: TransportConfig::default(),
             log_unit: LogUnitConfig::default(),
             sequencer: SequencerConfig::default(),
+            failure_detector: DetectorConfig::default(),
         }
     }
 
@@ -169,6 +179,7 @@ impl NodeConfig {
         self.transport.validate()?;
         self.log_unit.validate()?;
         self.sequencer.validate()?;
+        self.failure_detector.validate()?;
         Ok(())
     }
 }
@@ -213,6 +224,25 @@ roles = ["log_unit", "sequencer"]
         assert_eq!(cfg.roles, vec![Role::LogUnit, Role::Sequencer]);
         assert_eq!(cfg.transport, TransportConfig::default());
         assert!(!cfg.tls.client_auth);
+        assert_eq!(cfg.failure_detector, DetectorConfig::default());
+        assert!(!cfg.failure_detector.enabled);
+    }
+
+    #[test]
+    fn the_failure_detector_table_parses_and_is_validated() {
+        let cfg = parse(&format!(
+            "{GOOD}\n[failure_detector]\nenabled = true\nfailure_timeout_ms = 300\nprobe_interval_ms = 50\n"
+        ))
+        .unwrap();
+        assert!(cfg.failure_detector.enabled);
+        assert_eq!(cfg.failure_detector.failure_timeout_ms, 300);
+        assert_eq!(cfg.failure_detector.probe_interval_ms, 50);
+        let e = error_of(&format!(
+            "{GOOD}\n[failure_detector]\nfailure_timeout_ms = 300\nprobe_interval_ms = 200\n"
+        ));
+        assert!(e.contains("`failure_detector.probe_interval_ms`"), "{e}");
+        let e = error_of(&format!("{GOOD}\n[failure_detector]\ntimeout = 3\n"));
+        assert!(e.contains("timeout"), "{e}");
     }
 
     fn error_of(text: &str) -> String {

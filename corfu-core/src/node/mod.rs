@@ -254,6 +254,7 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         path: data_dir.clone(),
         reason: format!("endpoint address: {e}"),
     })?;
+    let detector = start_detector(&config, &node_tls, cluster_id, local_addr)?;
     let service = Arc::new(NodeService::new(
         &config.node_id,
         cluster_id,
@@ -269,6 +270,10 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
             let _ = rx.await;
         })
         .await;
+        if let Some(detector) = detector {
+            detector.abort();
+            let _ = detector.await;
+        }
         drop(lock);
         tracing::info!(node = %node_id, "node stopped");
     });
@@ -284,6 +289,45 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
         shutdown: Some(tx),
         task,
     })
+}
+
+/// Starts the failure detector if the config enables it and the node hosts
+/// a layout server (see [`crate::detector`]). It reaches peers with a
+/// client endpoint trusting the cluster CA and presenting the node's own
+/// certificate (issued by that CA), so clusters with `client_auth` accept
+/// it; it reads the layout from its own address first.
+fn start_detector(
+    config: &NodeConfig,
+    node_tls: &NodeTls,
+    cluster_id: ClusterId,
+    local_addr: SocketAddr,
+) -> Result<Option<JoinHandle<()>>, NodeError> {
+    if !config.failure_detector.enabled {
+        return Ok(None);
+    }
+    if !config.roles.contains(&Role::LayoutServer) {
+        tracing::warn!(
+            node = %config.node_id,
+            "failure_detector.enabled is set but the node hosts no layout server: the detector runs only on layout servers; not started"
+        );
+        return Ok(None);
+    }
+    let crypto = tls::client_crypto(&node_tls.ca, Some(&node_tls.identity))?;
+    let endpoint = transport::ClientEndpoint::new(crypto, config.transport.clone(), cluster_id)?;
+    let mut own = local_addr;
+    if own.ip().is_unspecified() {
+        own.set_ip(if own.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Ok(Some(crate::detector::spawn(
+        config.failure_detector.clone(),
+        config.node_id.clone(),
+        own.to_string(),
+        endpoint,
+    )))
 }
 
 /// Opens the state of the roles the node hosts.
