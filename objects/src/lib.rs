@@ -39,8 +39,44 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Both take part in transactions ([`smr::Runtime::transaction`]) through
+//! their `tx_` methods. A map's reads of one key conflict only with writes
+//! of that key (or a `clear`); a counter is read and written as a whole.
+//!
+//! ```
+//! use objects::{ReplicatedCounter, ReplicatedMap};
+//! use smr::{MemoryLog, Runtime};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), smr::Error> {
+//! let rt = Runtime::new(MemoryLog::new());
+//! let stock: ReplicatedMap<String, u64> = rt.open("stock")?;
+//! let sold: ReplicatedCounter = rt.open("sold")?;
+//! stock.insert("apples".into(), 3).await?;
+//!
+//! // Sell an apple if there is one: the stock and the count change together.
+//! let (stock_ref, sold_ref) = (&stock, &sold);
+//! let key = "apples".to_string();
+//! let key = &key;
+//! let done = rt
+//!     .transaction(|tx| async move {
+//!         let left = stock_ref.tx_get(&tx, key).await?.unwrap_or(0);
+//!         if left == 0 {
+//!             return Ok(false);
+//!         }
+//!         stock_ref.tx_insert(&tx, key.clone(), left - 1)?;
+//!         sold_ref.tx_add(&tx, 1)?;
+//!         Ok(true)
+//!     })
+//!     .await?;
+//! assert!(done);
+//! assert_eq!(stock.get("apples").await?, Some(2));
+//! assert_eq!(sold.get().await?, 1);
+//! # Ok(()) }
+//! ```
+//!
 //! Still to come: `ReplicatedQueue`, `ReplicatedRegister`,
-//! `ReplicatedSet`, and their use inside transactions.
+//! `ReplicatedSet`.
 
 #![warn(missing_docs)]
 

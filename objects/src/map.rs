@@ -3,7 +3,7 @@
 use std::borrow::Borrow;
 
 use imbl::OrdMap;
-use smr::{Address, Codec, Error, Handle, Object, StateMachine};
+use smr::{key_hash, Address, Codec, Error, Handle, Object, StateMachine, Txn};
 
 pub use ops::MapOp;
 
@@ -34,6 +34,17 @@ mod ops {
     }
 }
 
+/// The conflict key of a map's every key: written by [`MapOp::Clear`]
+/// (and by an op whose key cannot be hashed), read by every transactional
+/// read of one key, so a read of any key conflicts with a later clear.
+pub const ALL_KEYS: u64 = 1;
+
+/// The conflict key of one key of a map: [`key_hash`] of it, or
+/// [`ALL_KEYS`] if it cannot be archived (a coarser, still correct key).
+pub fn map_key<K: Codec>(key: &K) -> u64 {
+    key_hash(key).unwrap_or(ALL_KEYS)
+}
+
 /// The state of a [`ReplicatedMap`]: a persistent sorted map, so a copy of
 /// it (a snapshot) costs O(1) and shares structure with the view.
 #[derive(Debug, Clone)]
@@ -58,11 +69,20 @@ impl<K: Ord + Clone, V: Clone> MapState<K, V> {
 
 impl<K, V> StateMachine for MapState<K, V>
 where
-    K: Ord + Clone + Send + Sync + 'static,
+    K: Ord + Clone + Codec + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
     MapOp<K, V>: Codec + Send,
 {
     type Op = MapOp<K, V>;
+
+    /// `insert` and `remove` write their key's [`map_key`]; `clear`
+    /// writes [`ALL_KEYS`].
+    fn write_keys(op: &MapOp<K, V>) -> Vec<u64> {
+        match op {
+            MapOp::Insert { key, .. } | MapOp::Remove { key } => vec![map_key(key)],
+            MapOp::Clear => vec![ALL_KEYS],
+        }
+    }
 
     fn apply(&mut self, op: MapOp<K, V>, _address: Address) {
         match op {
@@ -84,6 +104,14 @@ where
 /// address; they do not wait for the local view. Reads sync the view to
 /// the stream's tail first, so they see every write acknowledged before
 /// they began, in any runtime (linearizable).
+///
+/// In a transaction ([`smr::Runtime::transaction`]) use the `tx_` methods:
+/// [`tx_get`](Self::tx_get) and [`tx_contains_key`](Self::tx_contains_key)
+/// read one key (a conflict only with writes of that key or a clear),
+/// [`tx_snapshot`](Self::tx_snapshot) reads the whole map (a conflict with
+/// any write), and [`tx_insert`](Self::tx_insert),
+/// [`tx_remove`](Self::tx_remove) and [`tx_clear`](Self::tx_clear) buffer
+/// writes.
 pub struct ReplicatedMap<K, V>
 where
     MapState<K, V>: StateMachine,
@@ -197,6 +225,53 @@ where
     pub async fn query<R>(&self, read: impl FnOnce(&OrdMap<K, V>) -> R) -> Result<R, Error> {
         self.handle.query(|map| read(&map.entries)).await
     }
+
+    /// In transaction `tx`: the value of `key` as of the snapshot (with
+    /// the transaction's own writes). Reads the key's conflict key and
+    /// [`ALL_KEYS`].
+    pub async fn tx_get(&self, tx: &Txn, key: &K) -> Result<Option<V>, Error>
+    where
+        K: Codec,
+    {
+        tx.read_keys(&self.handle, &[map_key(key), ALL_KEYS], |map| {
+            map.entries.get(key).cloned()
+        })
+        .await
+    }
+
+    /// In transaction `tx`: whether `key` is present as of the snapshot.
+    /// Reads the same conflict keys as [`tx_get`](Self::tx_get).
+    pub async fn tx_contains_key(&self, tx: &Txn, key: &K) -> Result<bool, Error>
+    where
+        K: Codec,
+    {
+        tx.read_keys(&self.handle, &[map_key(key), ALL_KEYS], |map| {
+            map.entries.contains_key(key)
+        })
+        .await
+    }
+
+    /// In transaction `tx`: the whole map as of the snapshot (an O(1)
+    /// copy). Reads the whole object: any later write of the map makes
+    /// the commit abort.
+    pub async fn tx_snapshot(&self, tx: &Txn) -> Result<OrdMap<K, V>, Error> {
+        tx.read(&self.handle, |map| map.entries.clone()).await
+    }
+
+    /// In transaction `tx`: sets `key` to `value` when it commits.
+    pub fn tx_insert(&self, tx: &Txn, key: K, value: V) -> Result<(), Error> {
+        tx.update(&self.handle, MapOp::Insert { key, value })
+    }
+
+    /// In transaction `tx`: removes `key` when it commits.
+    pub fn tx_remove(&self, tx: &Txn, key: K) -> Result<(), Error> {
+        tx.update(&self.handle, MapOp::Remove { key })
+    }
+
+    /// In transaction `tx`: removes every key when it commits.
+    pub fn tx_clear(&self, tx: &Txn) -> Result<(), Error> {
+        tx.update(&self.handle, MapOp::Clear)
+    }
 }
 
 #[cfg(test)]
@@ -251,6 +326,137 @@ mod tests {
             m.snapshot().await.unwrap().into_iter().collect::<Vec<_>>(),
             vec![(2, vec![2])]
         );
+    }
+
+    /// Runs one transaction that reads `read` (by key, or the whole map
+    /// if `None`) in `m`; between its snapshot and its commit, `meddle`
+    /// writes through `other`, on the first attempt only. Returns how many
+    /// attempts it took.
+    async fn attempts_with_meddling(
+        rt: &Runtime,
+        m: &Accounts,
+        other: &Accounts,
+        read: Option<&str>,
+        meddle: MapOp<String, u64>,
+    ) -> u32 {
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let (attempts_ref, meddle) = (&attempts, &meddle);
+        let read = read.map(str::to_string);
+        let read = &read;
+        rt.transaction(|tx| async move {
+            let n = attempts_ref.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let seen = match read {
+                Some(key) => m.tx_get(&tx, key).await?.unwrap_or(0),
+                None => m.tx_snapshot(&tx).await?.values().sum(),
+            };
+            if n == 0 {
+                other.handle().update(meddle.clone()).await?;
+            }
+            m.tx_insert(&tx, "seen".into(), seen)?;
+            Ok(())
+        })
+        .await
+        .unwrap();
+        attempts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    #[tokio::test]
+    async fn transactions_conflict_per_key_and_with_clear() {
+        let log = MemoryLog::new();
+        let rt = Runtime::new(log.clone());
+        let m: Accounts = rt.open("accounts").unwrap();
+        let other: Accounts = Runtime::new(log.clone()).open("accounts").unwrap();
+        let insert = |key: &str| MapOp::Insert {
+            key: key.to_string(),
+            value: 5,
+        };
+        // Another key written after the snapshot: no conflict.
+        assert_eq!(
+            attempts_with_meddling(&rt, &m, &other, Some("a"), insert("b")).await,
+            1
+        );
+        // The key read: conflict.
+        assert_eq!(
+            attempts_with_meddling(&rt, &m, &other, Some("a"), insert("a")).await,
+            2
+        );
+        assert_eq!(m.get("seen").await.unwrap(), Some(5), "the retry saw it");
+        assert_eq!(
+            attempts_with_meddling(
+                &rt,
+                &m,
+                &other,
+                Some("a"),
+                MapOp::Remove { key: "a".into() }
+            )
+            .await,
+            2
+        );
+        // A clear writes every key.
+        m.insert("a".into(), 1).await.unwrap();
+        assert_eq!(
+            attempts_with_meddling(&rt, &m, &other, Some("a"), MapOp::Clear).await,
+            2
+        );
+        assert_eq!(m.get("seen").await.unwrap(), Some(0));
+        // A whole-map read conflicts with a write of any key.
+        assert_eq!(
+            attempts_with_meddling(&rt, &m, &other, None, insert("zz")).await,
+            2
+        );
+        assert_eq!(m.get("seen").await.unwrap(), Some(5));
+    }
+
+    #[tokio::test]
+    async fn transactional_writes_commit_together_and_are_read_back() {
+        let log = MemoryLog::new();
+        let rt = Runtime::new(log.clone());
+        let m: Accounts = rt.open("m").unwrap();
+        let n: Accounts = rt.open("n").unwrap();
+        m.insert("gone".into(), 1).await.unwrap();
+        let (m_ref, n_ref) = (&m, &n);
+        let inside = rt
+            .transaction(|tx| async move {
+                m_ref.tx_insert(&tx, "x".into(), 1)?;
+                m_ref.tx_remove(&tx, "gone".into())?;
+                n_ref.tx_clear(&tx)?;
+                n_ref.tx_insert(&tx, "y".into(), 2)?;
+                Ok((
+                    m_ref.tx_get(&tx, &"x".to_string()).await?,
+                    m_ref.tx_contains_key(&tx, &"gone".to_string()).await?,
+                    n_ref.tx_snapshot(&tx).await?.len(),
+                ))
+            })
+            .await
+            .unwrap();
+        assert_eq!(inside, (Some(1), false, 1));
+        let there: Accounts = Runtime::new(log.clone()).open("m").unwrap();
+        assert_eq!(
+            there
+                .snapshot()
+                .await
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![("x".to_string(), 1)]
+        );
+        assert_eq!(n.get("y").await.unwrap(), Some(2));
+    }
+
+    #[test]
+    fn write_keys_name_the_key_or_every_key() {
+        type S = MapState<String, u64>;
+        let a = map_key(&"a".to_string());
+        assert_ne!(a, map_key(&"b".to_string()));
+        assert_eq!(
+            S::write_keys(&MapOp::Insert {
+                key: "a".into(),
+                value: 1
+            }),
+            vec![a]
+        );
+        assert_eq!(S::write_keys(&MapOp::Remove { key: "a".into() }), vec![a]);
+        assert_eq!(S::write_keys(&MapOp::Clear), vec![ALL_KEYS]);
     }
 
     #[tokio::test]

@@ -2,8 +2,10 @@
 
 use corfu_core::client::ClientError;
 use corfu_core::types::Address;
+use corfu_core::wire::sequencer::ConflictKey;
 
-/// A runtime operation failed. Every variant names the object.
+/// A runtime operation failed. Every variant names the object, except
+/// [`Error::Aborted`], which concerns a whole transaction.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The shared log could not serve the operation (the client already
@@ -68,5 +70,33 @@ pub enum Error {
         object: String,
         /// What was wrong.
         detail: String,
+    },
+    /// A transaction did not commit: every attempt was refused by the
+    /// log because something it read was written after its snapshot (or
+    /// its snapshot fell below the log's transaction floor, or its granted
+    /// address was lost to a hole filler). Nothing of it is in the log.
+    #[error(
+        "transaction aborted after {attempts} attempts; last refusal: {}",
+        match conflict {
+            Some(k) => format!("key {:#x} of stream {} written at {address}", k.key_hash, k.stream),
+            None => format!("snapshot below the floor or address lost ({address})"),
+        }
+    )]
+    Aborted {
+        /// How many times the transaction ran and tried to commit.
+        attempts: u32,
+        /// The conflicting key of the last refusal, if the log named one.
+        conflict: Option<ConflictKey>,
+        /// Where that key was written (or the floor, or the lost address).
+        address: Address,
+    },
+    /// A transaction was used wrongly: with a handle of another runtime,
+    /// or after its body returned. Nothing was read or buffered.
+    #[error("object {object:?}: {reason}")]
+    Transaction {
+        /// The object.
+        object: String,
+        /// What was wrong.
+        reason: String,
     },
 }

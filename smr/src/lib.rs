@@ -13,6 +13,8 @@
 //!   view per object;
 //! - [`Handle`]: `update` (append an op), `query` (sync, then read) and
 //!   `update_and_read_prior` (append, then learn what the op found);
+//! - [`Txn`]: one attempt of a transaction over several objects, run by
+//!   [`Runtime::transaction`];
 //! - [`SharedLog`]: what the runtime needs from the log, implemented by
 //!   the real [`LogClient`](corfu_core::client::LogClient) and by
 //!   [`MemoryLog`], an in-memory twin for tests and examples.
@@ -108,28 +110,117 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Not here yet: multi-object transactions (they need conditional appends
-//! in the log client), checkpoints (and with them prefix trim under live
+//! ## Transactions
+//!
+//! [`Runtime::transaction`] runs a closure over any objects of the runtime
+//! as one optimistic transaction (Tango §4, rules in detail on [`Txn`]):
+//!
+//! - the snapshot is the log's tail when the attempt begins
+//!   ([`Txn::snapshot`] is the last address seen); every read of the
+//!   attempt ([`Txn::read`], [`Txn::read_keys`]) sees each object as of
+//!   exactly that address, so reads of several objects are consistent;
+//!   the views keep serving other readers and playback meanwhile;
+//! - reads put conflict keys in the read set: the whole object
+//!   ([`WHOLE_OBJECT`]) or parts of it (a hash of a map key, see
+//!   [`key_hash`]); writes ([`Txn::update`]) are buffered, applied to the
+//!   transaction's own copy of the object, and put
+//!   [`StateMachine::write_keys`] and [`WHOLE_OBJECT`] in the write set;
+//! - commit appends **one** entry (kind 3) to the stream of every object
+//!   written, holding each object's ops, with a conditional token: the log
+//!   refuses it if a key of the read set was written after the snapshot.
+//!   Refused, nothing is in the log and the closure runs again from a new
+//!   snapshot, up to [`RuntimeOptions::transaction_retries`] times, then
+//!   [`Error::Aborted`]. A transaction that wrote nothing appends nothing.
+//!
+//! **Every write carries its conflict keys.** The log's conflict check
+//! only knows keys written by conditional appends, so a transaction could
+//! not see a write made by a plain append. Therefore every write through
+//! the runtime is a conditional append: [`Handle::update`] and
+//! [`Handle::update_and_read_prior`] use a condition with an empty read set
+//! (it never aborts) and the op's write keys, whether or not the object is
+//! ever used in a transaction. The rule has no exception, so no object can
+//! be written in a way transactions miss; the cost is a few keys per
+//! append in the sequencer's conflict table. (Entries appended to an
+//! object's stream by other means, such as `corfu log append`, carry no
+//! keys: transactions do not see them as conflicts.)
+//!
+//! ```
+//! use corfu_core::types::Address;
+//! use rkyv::{Archive, Deserialize, Serialize};
+//! use smr::{Handle, MemoryLog, Runtime, StateMachine};
+//!
+//! /// A balance.
+//! #[derive(Default, Clone)]
+//! struct Account(i64);
+//!
+//! #[derive(Archive, Serialize, Deserialize)]
+//! struct Set(i64);
+//!
+//! impl StateMachine for Account {
+//!     type Op = Set;
+//!
+//!     fn apply(&mut self, op: Set, _: Address) {
+//!         self.0 = op.0;
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), smr::Error> {
+//! let rt = Runtime::new(MemoryLog::new());
+//! let alice: Handle<Account> = rt.open("alice")?;
+//! let bob: Handle<Account> = rt.open("bob")?;
+//! alice.update(Set(10)).await?;
+//!
+//! // Move 7 from alice to bob, if alice has it: both or neither.
+//! let (a, b) = (&alice, &bob);
+//! let moved = rt
+//!     .transaction(|tx| async move {
+//!         let from = tx.read(a, |s| s.0).await?;
+//!         let to = tx.read(b, |s| s.0).await?;
+//!         if from < 7 {
+//!             return Ok(false); // nothing written: nothing appended
+//!         }
+//!         tx.update(a, Set(from - 7))?;
+//!         tx.update(b, Set(to + 7))?;
+//!         Ok(true)
+//!     })
+//!     .await?;
+//! assert!(moved);
+//! assert_eq!(alice.query(|s| s.0).await?, 3);
+//! assert_eq!(bob.query(|s| s.0).await?, 7);
+//! # Ok(()) }
+//! ```
+//!
+//! Not here yet: checkpoints (and with them prefix trim under live
 //! objects), and playback batched across objects.
 
 #![warn(missing_docs)]
 
 mod codec;
 mod error;
+mod keys;
 mod log;
 mod memory;
 mod object;
 mod record;
 mod runtime;
+mod txn;
 mod view;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;
 
 pub use codec::{Codec, CodecError};
 pub use corfu_core::types::{Address, StreamId};
+pub use corfu_core::wire::sequencer::ConflictKey;
 pub use error::Error;
+pub use keys::{hash_bytes, key_hash, WHOLE_OBJECT};
 pub use log::SharedLog;
 pub use memory::MemoryLog;
 pub use object::{Object, StateMachine};
-pub use runtime::{Handle, Runtime, RuntimeOptions, PLAYBACK_BATCH_ADDRESSES_DEFAULT};
+pub use runtime::{
+    Handle, Runtime, RuntimeOptions, PLAYBACK_BATCH_ADDRESSES_DEFAULT, TRANSACTION_RETRIES_DEFAULT,
+};
+pub use txn::Txn;

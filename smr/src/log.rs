@@ -13,6 +13,7 @@
 use async_trait::async_trait;
 use corfu_core::client::{ClientError, LogClient};
 use corfu_core::types::{Address, StreamId};
+use corfu_core::wire::sequencer::TxnCondition;
 
 /// The operations of the shared log that replicated objects use. Every
 /// implementation keeps the log's guarantees:
@@ -29,6 +30,21 @@ pub trait SharedLog: Send + Sync + 'static {
     /// Appends `payload` as a member of `streams`; returns its address once
     /// the entry is durable and readable.
     async fn append(&self, payload: Vec<u8>, streams: &[StreamId]) -> Result<Address, ClientError>;
+
+    /// Appends `payload` as a member of `streams` only if `condition`
+    /// holds (a conditional token, Tango §4): `condition.snapshot` is at
+    /// or above the log's transaction floor and no key of
+    /// `condition.read_set` was written by a conditional append at an
+    /// address above `condition.snapshot`. When granted, every key of
+    /// `condition.write_set` is recorded as written at the returned
+    /// address. Otherwise the answer is [`ClientError::Aborted`] and
+    /// nothing is in the log.
+    async fn append_conditional(
+        &self,
+        payload: Vec<u8>,
+        streams: &[StreamId],
+        condition: &TxnCondition,
+    ) -> Result<Address, ClientError>;
 
     /// The log's tail: the next address to be granted. Every address below
     /// it was granted.
@@ -52,6 +68,15 @@ pub trait SharedLog: Send + Sync + 'static {
 impl SharedLog for LogClient {
     async fn append(&self, payload: Vec<u8>, streams: &[StreamId]) -> Result<Address, ClientError> {
         LogClient::append(self, payload, streams).await
+    }
+
+    async fn append_conditional(
+        &self,
+        payload: Vec<u8>,
+        streams: &[StreamId],
+        condition: &TxnCondition,
+    ) -> Result<Address, ClientError> {
+        LogClient::append_conditional(self, payload, streams, condition).await
     }
 
     async fn tail(&self) -> Result<Address, ClientError> {

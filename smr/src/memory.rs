@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use async_trait::async_trait;
 use corfu_core::client::ClientError;
 use corfu_core::types::{Address, StreamId};
+use corfu_core::wire::sequencer::{ConflictKey, TxnCondition};
 
 use crate::log::SharedLog;
 
@@ -18,6 +19,13 @@ use crate::log::SharedLog;
 /// Every call yields to the async scheduler once before it acts, like the
 /// network round trip of the real client, so concurrent callers
 /// interleave.
+///
+/// Conditional appends follow the sequencer's rule: the log keeps, per
+/// conflict key, the last address a conditional append wrote it at, and
+/// refuses a condition whose snapshot is below the floor
+/// ([`raise_floor`](MemoryLog::raise_floor), 0 at first) or one of whose
+/// read-set keys was written above the snapshot. Plain appends record no
+/// keys. Unlike the sequencer, the table is never bounded.
 #[derive(Clone, Default)]
 pub struct MemoryLog {
     inner: Arc<Mutex<Log>>,
@@ -30,6 +38,10 @@ struct Log {
     /// Per stream, its addresses in ascending order (the sequencer's
     /// stream index).
     streams: HashMap<StreamId, Vec<Address>>,
+    /// Per conflict key, the last address a conditional append wrote it.
+    last_write: HashMap<ConflictKey, Address>,
+    /// Conditional appends with a snapshot below it abort.
+    floor: Address,
 }
 
 enum Slot {
@@ -61,6 +73,14 @@ impl MemoryLog {
         self.lock().grant(Slot::Junk, streams)
     }
 
+    /// Raises the transaction floor to `floor` (never lowers it), as the
+    /// sequencer does when it forgets keys or bootstraps: conditional
+    /// appends whose snapshot is below it abort.
+    pub fn raise_floor(&self, floor: Address) {
+        let mut log = self.lock();
+        log.floor = log.floor.max(floor);
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Log> {
         // Nothing panics while the lock is held; a poisoned lock still
         // holds a consistent log.
@@ -82,6 +102,37 @@ impl Log {
         }
         address
     }
+
+    /// The sequencer's conditional token: checks `condition`, then grants
+    /// and records the write set.
+    fn grant_conditional(
+        &mut self,
+        payload: Vec<u8>,
+        streams: &[StreamId],
+        condition: &TxnCondition,
+    ) -> Result<Address, ClientError> {
+        if condition.snapshot < self.floor {
+            return Err(ClientError::Aborted {
+                conflict: None,
+                address: self.floor,
+            });
+        }
+        for key in &condition.read_set {
+            if let Some(&written) = self.last_write.get(key) {
+                if written > condition.snapshot {
+                    return Err(ClientError::Aborted {
+                        conflict: Some(*key),
+                        address: written,
+                    });
+                }
+            }
+        }
+        let address = self.grant(Slot::Data(payload), streams);
+        for key in &condition.write_set {
+            self.last_write.insert(*key, address);
+        }
+        Ok(address)
+    }
 }
 
 #[async_trait]
@@ -89,6 +140,16 @@ impl SharedLog for MemoryLog {
     async fn append(&self, payload: Vec<u8>, streams: &[StreamId]) -> Result<Address, ClientError> {
         tokio::task::yield_now().await;
         Ok(self.lock().grant(Slot::Data(payload), streams))
+    }
+
+    async fn append_conditional(
+        &self,
+        payload: Vec<u8>,
+        streams: &[StreamId],
+        condition: &TxnCondition,
+    ) -> Result<Address, ClientError> {
+        tokio::task::yield_now().await;
+        self.lock().grant_conditional(payload, streams, condition)
     }
 
     async fn tail(&self) -> Result<Address, ClientError> {
@@ -168,5 +229,71 @@ mod tests {
             log.read_stream(a, 3, 2).await,
             Err(ClientError::InvalidArgument(_))
         ));
+    }
+
+    fn key(stream: StreamId, key_hash: u64) -> ConflictKey {
+        ConflictKey { stream, key_hash }
+    }
+
+    fn condition(snapshot: Address, read: &[ConflictKey], write: &[ConflictKey]) -> TxnCondition {
+        TxnCondition {
+            snapshot,
+            read_set: read.to_vec(),
+            write_set: write.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn conditional_appends_follow_the_sequencers_rule() {
+        let log = MemoryLog::new();
+        let s = StreamId::from_name("s");
+        let (k1, k2) = (key(s, 1), key(s, 2));
+        // Plain appends record no keys.
+        assert_eq!(log.append(b"p".to_vec(), &[s]).await.unwrap(), 0);
+        assert_eq!(
+            log.append_conditional(b"w1".to_vec(), &[s], &condition(0, &[k1], &[k1]))
+                .await
+                .unwrap(),
+            1
+        );
+        // k1 was written at 1: a snapshot at 1 (inclusive) commits, one at
+        // 0 does not, and the abort names the key and where it was written.
+        assert!(matches!(
+            log.append_conditional(b"x".to_vec(), &[s], &condition(0, &[k2, k1], &[k2]))
+                .await,
+            Err(ClientError::Aborted { conflict: Some(k), address: 1 }) if k == k1
+        ));
+        assert_eq!(log.tail().await.unwrap(), 2, "an abort appends nothing");
+        assert_eq!(
+            log.append_conditional(b"w2".to_vec(), &[s], &condition(1, &[k1], &[k2]))
+                .await
+                .unwrap(),
+            2
+        );
+        // Writing a key is not reading it: a blind write never conflicts.
+        assert_eq!(
+            log.append_conditional(b"w3".to_vec(), &[s], &condition(0, &[], &[k1, k2]))
+                .await
+                .unwrap(),
+            3
+        );
+        log.raise_floor(3);
+        assert!(matches!(
+            log.append_conditional(b"y".to_vec(), &[s], &condition(2, &[], &[]))
+                .await,
+            Err(ClientError::Aborted {
+                conflict: None,
+                address: 3
+            })
+        ));
+        log.raise_floor(1);
+        assert_eq!(
+            log.append_conditional(b"z".to_vec(), &[s], &condition(3, &[k1, k2], &[]))
+                .await
+                .unwrap(),
+            4,
+            "the floor never goes down, and nothing was written above 3"
+        );
+        assert_eq!(log.read_stream(s, 0, 5).await.unwrap().len(), 5);
     }
 }

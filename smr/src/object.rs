@@ -24,8 +24,30 @@ pub trait StateMachine: Default + Send + Sync + 'static {
     type Op: Codec + Send + 'static;
 
     /// Applies `op`, the entry at `address` of the object's stream.
-    /// Addresses increase strictly from one call to the next.
+    /// Addresses never decrease from one call to the next; they increase
+    /// strictly except between the ops of one transaction, which are all
+    /// applied at the address of the transaction's entry, in the order the
+    /// transaction issued them. (Inside a transaction, before it commits,
+    /// its own ops are also applied to its private copy of the state, at
+    /// the address right after its snapshot.)
     fn apply(&mut self, op: Self::Op, address: Address);
+
+    /// The conflict keys `op` writes, besides
+    /// [`WHOLE_OBJECT`](crate::WHOLE_OBJECT), which the runtime adds to
+    /// every write. A transaction that read one of these keys (see
+    /// [`Txn::read_keys`](crate::Txn::read_keys)) at a snapshot older than
+    /// the op aborts.
+    ///
+    /// The default, no key, is right for an object read only as a whole.
+    /// An object with parts (a map's keys) names the parts an op changes,
+    /// so transactions reading other parts do not conflict with it; an op
+    /// that changes every part (a map's `clear`) names a key that every
+    /// part's read also reads. Use [`key_hash`](crate::key_hash): keys
+    /// must hash alike in every process.
+    fn write_keys(op: &Self::Op) -> Vec<u64> {
+        let _ = op;
+        Vec::new()
+    }
 }
 
 /// A typed front for a replicated object, built from the runtime's handle:

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use corfu_core::client::ClientError;
 use corfu_core::types::{Address, StreamId};
+use corfu_core::wire::sequencer::{ConflictKey, TxnCondition};
 
 use crate::error::Error;
 use crate::log::SharedLog;
@@ -16,6 +18,9 @@ use crate::view::View;
 /// Default of [`RuntimeOptions::playback_batch_addresses`].
 pub const PLAYBACK_BATCH_ADDRESSES_DEFAULT: u64 = 4096;
 
+/// Default of [`RuntimeOptions::transaction_retries`].
+pub const TRANSACTION_RETRIES_DEFAULT: u32 = 10;
+
 /// Tuning of a [`Runtime`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeOptions {
@@ -23,12 +28,19 @@ pub struct RuntimeOptions {
     /// 1). It bounds the entries held in memory at once while a view
     /// catches up: a range holds at most this many entries of the stream.
     pub playback_batch_addresses: u64,
+    /// How many times [`Runtime::transaction`] runs a transaction again
+    /// after the log refused its commit, before it gives up with
+    /// [`Error::Aborted`]. Also how many times an update
+    /// ([`Handle::update`]) is appended again if the log refuses it, which
+    /// happens only when its address was lost to a hole filler.
+    pub transaction_retries: u32,
 }
 
 impl Default for RuntimeOptions {
     fn default() -> Self {
         RuntimeOptions {
             playback_batch_addresses: PLAYBACK_BATCH_ADDRESSES_DEFAULT,
+            transaction_retries: TRANSACTION_RETRIES_DEFAULT,
         }
     }
 }
@@ -38,16 +50,16 @@ impl Default for RuntimeOptions {
 /// into its view. Cheap to clone; clones share the views.
 #[derive(Clone)]
 pub struct Runtime {
-    inner: Arc<RuntimeInner>,
+    pub(crate) inner: Arc<RuntimeInner>,
 }
 
-struct RuntimeInner {
-    log: Arc<dyn SharedLog>,
+pub(crate) struct RuntimeInner {
+    pub(crate) log: Arc<dyn SharedLog>,
     /// Random, so tagged updates of different runtimes never collide.
     id: u128,
     /// Sequence numbers of tagged updates.
     next_seq: AtomicU64,
-    options: RuntimeOptions,
+    pub(crate) options: RuntimeOptions,
     /// The open views, by object name.
     views: Mutex<HashMap<String, Registered>>,
 }
@@ -149,8 +161,8 @@ impl Runtime {
 /// A handle of one object's view in one runtime. Cheap to clone; every
 /// handle of an object in a runtime shares one view.
 pub struct Handle<T: StateMachine> {
-    runtime: Arc<RuntimeInner>,
-    view: Arc<View<T>>,
+    pub(crate) runtime: Arc<RuntimeInner>,
+    pub(crate) view: Arc<View<T>>,
 }
 
 impl<T: StateMachine> Clone for Handle<T> {
@@ -187,13 +199,65 @@ impl<T: StateMachine> Handle<T> {
     /// log has acknowledged it. Every query that begins after this returns,
     /// in any runtime, sees the op applied. The local view is not touched
     /// (the next query plays the op).
+    ///
+    /// The append is conditional with an empty read set: it never
+    /// conflicts, but it records the op's conflict keys
+    /// ([`StateMachine::write_keys`] and
+    /// [`WHOLE_OBJECT`](crate::WHOLE_OBJECT)) in the log, so transactions
+    /// that read what it changes see the write (see the crate docs,
+    /// "Transactions"). Should the log refuse it (its address lost to a
+    /// hole filler; nothing of it is in the log then), it is appended
+    /// again, up to [`RuntimeOptions::transaction_retries`] times, then
+    /// [`Error::Aborted`].
     pub async fn update(&self, op: T::Op) -> Result<Address, Error> {
+        let condition = self.blind_condition(&op);
         let payload = record::encode_update(&op, None).map_err(|e| self.encode_error(e))?;
-        self.runtime
-            .log
-            .append(payload, &[self.view.stream])
-            .await
-            .map_err(|e| self.view.log_error(e))
+        self.append_blind(payload, &condition).await
+    }
+
+    /// The condition of a write outside a transaction: no read set, so no
+    /// conflict; a snapshot that no floor exceeds; the op's write keys.
+    fn blind_condition(&self, op: &T::Op) -> TxnCondition {
+        TxnCondition {
+            snapshot: Address::MAX,
+            read_set: Vec::new(),
+            write_set: conflict_keys(self.view.stream, T::write_keys(op)),
+        }
+    }
+
+    /// Appends a write outside a transaction. The log refuses it only if
+    /// its granted address was lost to a hole filler (nothing of it is in
+    /// the log then), so it is appended again.
+    async fn append_blind(
+        &self,
+        payload: Vec<u8>,
+        condition: &TxnCondition,
+    ) -> Result<Address, Error> {
+        let mut refusals = 0;
+        loop {
+            match self
+                .runtime
+                .log
+                .append_conditional(payload.clone(), &[self.view.stream], condition)
+                .await
+            {
+                Ok(address) => return Ok(address),
+                Err(ClientError::Aborted { conflict, address })
+                    if refusals < self.runtime.options.transaction_retries =>
+                {
+                    refusals += 1;
+                    tracing::debug!(object = %self.view.name, ?conflict, address, "update refused; appending again");
+                }
+                Err(ClientError::Aborted { conflict, address }) => {
+                    return Err(Error::Aborted {
+                        attempts: refusals + 1,
+                        conflict,
+                        address,
+                    })
+                }
+                Err(e) => return Err(self.view.log_error(e)),
+            }
+        }
     }
 
     /// Runs `read` on the object's state once the view has applied every
@@ -241,6 +305,7 @@ impl<T: StateMachine> Handle<T> {
             runtime: self.runtime.id,
             seq,
         };
+        let condition = self.blind_condition(&op);
         let payload = record::encode_update(&op, Some(tag)).map_err(|e| self.encode_error(e))?;
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         // Registered before the append: the entry may be played (by another
@@ -256,12 +321,7 @@ impl<T: StateMachine> Handle<T> {
             view: &self.view,
             seq,
         };
-        let address = self
-            .runtime
-            .log
-            .append(payload, &[self.view.stream])
-            .await
-            .map_err(|e| self.view.log_error(e))?;
+        let address = self.append_blind(payload, &condition).await?;
         self.view
             .sync_to(self.runtime.log.as_ref(), address.saturating_add(1))
             .await?;
@@ -277,7 +337,7 @@ impl<T: StateMachine> Handle<T> {
         }
     }
 
-    fn encode_error(&self, e: crate::codec::CodecError) -> Error {
+    pub(crate) fn encode_error(&self, e: crate::codec::CodecError) -> Error {
         Error::Encode {
             object: self.view.name.to_string(),
             reason: e.0,
@@ -288,6 +348,19 @@ impl<T: StateMachine> Handle<T> {
     pub(crate) fn view(&self) -> &View<T> {
         &self.view
     }
+}
+
+/// The conflict keys of one write of the object of `stream`: `keys` and
+/// the whole-object key, each once.
+pub(crate) fn conflict_keys(stream: StreamId, keys: Vec<u64>) -> Vec<ConflictKey> {
+    let mut hashes = keys;
+    hashes.push(crate::keys::WHOLE_OBJECT);
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
+        .into_iter()
+        .map(|key_hash| ConflictKey { stream, key_hash })
+        .collect()
 }
 
 /// Removes a waiter whose call ended (returned, failed or was cancelled)

@@ -99,6 +99,24 @@ impl SharedLog for Probe {
         self.0.log.append(payload, streams).await
     }
 
+    async fn append_conditional(
+        &self,
+        payload: Vec<u8>,
+        streams: &[StreamId],
+        condition: &corfu_core::wire::sequencer::TxnCondition,
+    ) -> Result<Address, ClientError> {
+        // Updates are conditional appends: they pass the same gate.
+        self.0.appends_started.fetch_add(1, Ordering::SeqCst);
+        let gate = self.0.append_gate.lock().unwrap().clone();
+        if let Some(gate) = gate {
+            let _permit = gate.acquire().await.map_err(|_| ClientError::Closed)?;
+        }
+        self.0
+            .log
+            .append_conditional(payload, streams, condition)
+            .await
+    }
+
     async fn tail(&self) -> Result<Address, ClientError> {
         self.0.log.tail().await
     }
@@ -298,6 +316,7 @@ async fn junk_in_a_stream_is_skipped() {
 async fn playback_reads_in_bounded_batches() {
     let probe = Probe::default();
     let options = RuntimeOptions {
+        transaction_retries: TRANSACTION_RETRIES_DEFAULT,
         playback_batch_addresses: 3,
     };
     let writer = Runtime::new(probe.clone());

@@ -17,9 +17,17 @@
 //! - **Bounded batches.** Playback reads the stream in ranges of at most
 //!   `playback_batch_addresses` addresses, so memory is bounded however far
 //!   behind the view is.
+//! - **States at an address, for transactions.** Once a transaction has
+//!   read the view (which requires a cloneable state), every batch of
+//!   playback keeps a copy of the state after it (the last
+//!   [`VERSIONS_KEPT`]): a transaction whose snapshot the view has passed
+//!   starts from the newest copy at or below its snapshot and replays the
+//!   rest privately, without the view's locks. A view not yet at the
+//!   snapshot is synced exactly to it and copied. For persistent states
+//!   (`imbl`) a copy is O(1).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use corfu_core::types::{Address, StreamId};
 
@@ -31,6 +39,9 @@ use crate::record;
 /// Called with the state right before the tagged update it waits for is
 /// applied.
 pub(crate) type Waiter<T> = Box<dyn FnOnce(&T) + Send>;
+
+/// How many copies of past states a view read by transactions keeps.
+pub(crate) const VERSIONS_KEPT: usize = 16;
 
 pub(crate) struct View<T: StateMachine> {
     pub(crate) name: Arc<str>,
@@ -44,6 +55,9 @@ pub(crate) struct View<T: StateMachine> {
     /// By tag sequence number: callers of this runtime waiting for the
     /// state their update finds.
     waiters: Mutex<HashMap<u64, Waiter<T>>>,
+    /// Set by the first transaction that reads the view: how to copy the
+    /// state. Until then no versions are kept.
+    cloner: OnceLock<fn(&T) -> T>,
 }
 
 struct Played<T> {
@@ -53,6 +67,9 @@ struct Played<T> {
     next: Address,
     /// Set when an entry could not be decoded: the view stops for good.
     failed: Option<Error>,
+    /// Copies of the state after recent batches, oldest first: `(a, s)`
+    /// is the state with every entry below `a` applied.
+    versions: VecDeque<(Address, T)>,
 }
 
 impl<T: StateMachine> View<T> {
@@ -66,9 +83,11 @@ impl<T: StateMachine> View<T> {
                 state: T::default(),
                 next: 0,
                 failed: None,
+                versions: VecDeque::new(),
             }),
             syncing: tokio::sync::Mutex::new(()),
             waiters: Mutex::new(HashMap::new()),
+            cloner: OnceLock::new(),
         }
     }
 
@@ -111,6 +130,13 @@ impl<T: StateMachine> View<T> {
             return Ok(());
         }
         let _syncing = self.syncing.lock().await;
+        self.sync_locked(log, target).await
+    }
+
+    /// [`sync_to`](Self::sync_to) for the holder of the `syncing` lock:
+    /// on success, `next` is at least `target`, and exactly `target` if it
+    /// was below it.
+    async fn sync_locked(&self, log: &dyn SharedLog, target: Address) -> Result<(), Error> {
         loop {
             // Another sync may have covered the target while we waited.
             let next = self.next()?;
@@ -136,6 +162,7 @@ impl<T: StateMachine> View<T> {
         let mut played = self.played.write().map_err(|e| self.poisoned(e))?;
         // Only the holder of `syncing` moves `next`, and it read `from`.
         debug_assert_eq!(played.next, from);
+        let applied_any = !entries.is_empty();
         for (address, payload) in entries {
             if address < played.next || address >= to {
                 return Err(Error::LogContract {
@@ -147,7 +174,7 @@ impl<T: StateMachine> View<T> {
                     ),
                 });
             }
-            let (tag, op) = match record::decode_update::<T::Op>(&payload) {
+            let decoded = match record::decode_entry::<T::Op>(&payload, self.stream) {
                 Ok(decoded) => decoded,
                 Err(reason) => {
                     let error = Error::Undecodable {
@@ -161,16 +188,102 @@ impl<T: StateMachine> View<T> {
                     return Err(error);
                 }
             };
-            if let Some(tag) = tag.filter(|t| t.runtime == self.runtime_id) {
+            if let Some(tag) = decoded.tag.filter(|t| t.runtime == self.runtime_id) {
                 if let Some(waiter) = self.take_waiter(tag.seq) {
                     waiter(&played.state);
                 }
             }
-            played.state.apply(op, address);
+            for op in decoded.ops {
+                played.state.apply(op, address);
+            }
             played.next = address + 1;
         }
         played.next = to;
+        if let Some(clone) = self.cloner.get() {
+            // A batch without entries leaves the last copy valid.
+            if applied_any || played.versions.is_empty() {
+                let copy = clone(&played.state);
+                played.versions.push_back((to, copy));
+                if played.versions.len() > VERSIONS_KEPT {
+                    played.versions.pop_front();
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The state with every entry of the stream below `at` applied and
+    /// none at or above it, as a copy made with `clone` (see the module
+    /// docs). The view itself never moves backwards: if it is not at `at`
+    /// yet it is synced exactly to `at`; if it is past it, the copy starts
+    /// from the newest kept version at or below `at` (or the initial
+    /// state) and the entries up to `at` are replayed into it privately.
+    pub(crate) async fn state_at(
+        &self,
+        log: &dyn SharedLog,
+        at: Address,
+        clone: fn(&T) -> T,
+    ) -> Result<T, Error> {
+        // Every caller passes `T::clone`: whichever sets it, it is the same.
+        let _ = self.cloner.set(clone);
+        if self.next()? <= at {
+            let _syncing = self.syncing.lock().await;
+            if self.next()? <= at {
+                self.sync_locked(log, at).await?;
+                let played = self.played.read().map_err(|e| self.poisoned(e))?;
+                if let Some(e) = &played.failed {
+                    return Err(e.clone());
+                }
+                if played.next == at {
+                    return Ok(clone(&played.state));
+                }
+            }
+        }
+        let (mut from, mut state) = {
+            let played = self.played.read().map_err(|e| self.poisoned(e))?;
+            if let Some(e) = &played.failed {
+                return Err(e.clone());
+            }
+            played
+                .versions
+                .iter()
+                .rev()
+                .find(|(a, _)| *a <= at)
+                .map_or_else(|| (0, T::default()), |(a, s)| (*a, clone(s)))
+        };
+        while from < at {
+            let to = at.min(from.saturating_add(self.batch_addresses));
+            let entries = log
+                .read_stream(self.stream, from, to)
+                .await
+                .map_err(|e| self.log_error(e))?;
+            for (address, payload) in entries {
+                if address < from || address >= to {
+                    return Err(Error::LogContract {
+                        object: self.name.to_string(),
+                        detail: format!(
+                            "a read of the stream in [{from}, {to}) returned address {address}"
+                        ),
+                    });
+                }
+                // The view applied this entry already, so it decodes; if
+                // not, the log changed under us, which is reported as such.
+                let decoded =
+                    record::decode_entry::<T::Op>(&payload, self.stream).map_err(|reason| {
+                        Error::Undecodable {
+                            object: self.name.to_string(),
+                            address,
+                            reason,
+                        }
+                    })?;
+                for op in decoded.ops {
+                    state.apply(op, address);
+                }
+                from = address + 1;
+            }
+            from = to;
+        }
+        Ok(state)
     }
 
     pub(crate) fn add_waiter(&self, seq: u64, waiter: Waiter<T>) {

@@ -1,0 +1,552 @@
+//! Transactions, checked against [`MemoryLog`].
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use corfu_core::client::ClientError;
+use rkyv::{Archive, Deserialize, Serialize};
+
+use crate::*;
+
+/// Named integer cells; an op writes one cell, whose name is its conflict
+/// key.
+#[derive(Default, Clone, Debug)]
+struct Cells(BTreeMap<String, i64>);
+
+#[derive(Archive, Serialize, Deserialize, Debug, Clone)]
+struct SetCell(String, i64);
+
+impl StateMachine for Cells {
+    type Op = SetCell;
+
+    fn apply(&mut self, op: SetCell, _: Address) {
+        self.0.insert(op.0, op.1);
+    }
+
+    fn write_keys(op: &SetCell) -> Vec<u64> {
+        vec![cell_key(&op.0)]
+    }
+}
+
+fn cell_key(name: &str) -> u64 {
+    key_hash(&name.to_string()).unwrap()
+}
+
+fn set(name: &str, value: i64) -> SetCell {
+    SetCell(name.into(), value)
+}
+
+/// Reads one cell in a transaction, with that cell's conflict key only.
+async fn get(tx: &Txn, h: &Handle<Cells>, name: &str) -> Result<i64, Error> {
+    tx.read_keys(h, &[cell_key(name)], |c| {
+        c.0.get(name).copied().unwrap_or(0)
+    })
+    .await
+}
+
+async fn cell(h: &Handle<Cells>, name: &str) -> i64 {
+    h.query(|c| c.0.get(name).copied().unwrap_or(0))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_commit_is_one_entry_in_every_stream_it_writes() {
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let a: Handle<Cells> = rt.open("a").unwrap();
+    let b: Handle<Cells> = rt.open("b").unwrap();
+    let untouched: Handle<Cells> = rt.open("untouched").unwrap();
+    a.update(set("x", 5)).await.unwrap();
+    let before = log.tail().await.unwrap();
+
+    let (a2, b2) = (&a, &b);
+    let moved = rt
+        .transaction(|tx| async move {
+            let x = get(&tx, a2, "x").await?;
+            tx.update(a2, set("x", x - 2))?;
+            tx.update(b2, set("y", 2))?;
+            tx.update(b2, set("z", 3))?;
+            Ok(x)
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved, 5);
+    assert_eq!(log.tail().await.unwrap(), before + 1, "one entry");
+    let in_a = log
+        .read_stream(a.stream(), before, before + 1)
+        .await
+        .unwrap();
+    let in_b = log
+        .read_stream(b.stream(), before, before + 1)
+        .await
+        .unwrap();
+    assert_eq!(in_a.len(), 1);
+    assert_eq!(in_a, in_b, "the same entry in both streams");
+    let in_other = log
+        .read_stream(untouched.stream(), 0, before + 1)
+        .await
+        .unwrap();
+    assert!(in_other.is_empty());
+
+    // Another runtime plays each part into its object, in issue order.
+    let there = Runtime::new(log);
+    let a: Handle<Cells> = there.open("a").unwrap();
+    let b: Handle<Cells> = there.open("b").unwrap();
+    assert_eq!(cell(&a, "x").await, 3);
+    assert_eq!(b.query(|c| c.0.clone()).await.unwrap().len(), 2);
+    assert_eq!(cell(&b, "z").await, 3);
+}
+
+#[tokio::test]
+async fn reads_are_as_of_the_snapshot_even_after_the_view_moved_on() {
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let other = Runtime::new(log.clone());
+    let fresh: Handle<Cells> = rt.open("fresh").unwrap();
+    let versioned: Handle<Cells> = rt.open("versioned").unwrap();
+    let out: Handle<Cells> = rt.open("out").unwrap();
+    fresh.update(set("v", 1)).await.unwrap();
+    versioned.update(set("v", 1)).await.unwrap();
+    // A transaction has read `versioned` before: its view keeps versions.
+    let seen = rt
+        .transaction(|tx| {
+            let versioned = versioned.clone();
+            async move { get(&tx, &versioned, "v").await }
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, 1);
+
+    let attempts = AtomicU32::new(0);
+    let (other, attempts_ref) = (&other, &attempts);
+    let (fresh_ref, versioned_ref, out_ref) = (&fresh, &versioned, &out);
+    let seen = rt
+        .transaction(|tx| async move {
+            let attempt = attempts_ref.fetch_add(1, Ordering::SeqCst);
+            if attempt == 0 {
+                // After the snapshot: another runtime writes both objects,
+                // and this runtime's views play those writes.
+                for name in ["fresh", "versioned"] {
+                    let h: Handle<Cells> = other.open(name)?;
+                    h.update(set("v", 2)).await?;
+                }
+                assert_eq!(cell(fresh_ref, "v").await, 2);
+                assert_eq!(cell(versioned_ref, "v").await, 2);
+            }
+            let f = get(&tx, fresh_ref, "v").await?;
+            let v = get(&tx, versioned_ref, "v").await?;
+            if attempt == 0 {
+                // The views are past the snapshot: the fresh one is
+                // replayed from the start, the other from a kept version.
+                assert_eq!((f, v), (1, 1), "not read as of the snapshot");
+            }
+            tx.update(out_ref, set("sum", f + v))?;
+            Ok((f, v))
+        })
+        .await
+        .unwrap();
+    // The first attempt read the snapshot's values and was refused: what
+    // it read was written after its snapshot. The second read the new ones.
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(seen, (2, 2));
+    assert_eq!(cell(&out, "sum").await, 4);
+}
+
+#[tokio::test]
+async fn the_snapshot_values_are_read_when_the_view_is_ahead() {
+    // The first attempt's reads, checked directly: both the fresh view
+    // (replayed from the start) and a view with versions.
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    for v in 0..5 {
+        h.update(set("v", v)).await.unwrap();
+    }
+    let h2 = &h;
+    let (before, after) = rt
+        .transaction(|tx| async move {
+            let before = get(&tx, h2, "v").await?;
+            h2.update(set("v", 100)).await?;
+            assert_eq!(cell(h2, "v").await, 100);
+            // The copy is kept: a second read does not reload.
+            let after = get(&tx, h2, "v").await?;
+            Ok((before, after))
+        })
+        .await
+        .unwrap();
+    assert_eq!((before, after), (4, 4));
+
+    // Now the view keeps versions and is ahead of a new snapshot only if
+    // something moves it: a snapshot taken, then the view played further.
+    let rt2 = Runtime::new(log.clone());
+    let g: Handle<Cells> = rt2.open("h").unwrap();
+    let g2 = &g;
+    let log2 = &log;
+    let seen = rt2
+        .transaction(|tx| async move {
+            if tx.snapshot() + 1
+                == log2.tail().await.map_err(|e| Error::Log {
+                    object: "h".into(),
+                    source: e,
+                })?
+            {
+                for v in 200..203 {
+                    g2.update(set("v", v)).await?;
+                    let _ = cell(g2, "v").await;
+                }
+            }
+            get(&tx, g2, "v").await
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, 100, "read-only: as of the snapshot, no retry");
+}
+
+#[tokio::test]
+async fn a_transaction_reads_its_own_writes_and_read_only_ones_append_nothing() {
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    let h2 = &h;
+    let seen = rt
+        .transaction(|tx| async move {
+            // Written before the first read: applied when the copy loads.
+            tx.update(h2, set("a", 1))?;
+            let a = get(&tx, h2, "a").await?;
+            tx.update(h2, set("a", a + 10))?;
+            let a2 = get(&tx, h2, "a").await?;
+            // The view itself is untouched until the commit.
+            let outside = cell(h2, "a").await;
+            Ok((a, a2, outside))
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, (1, 11, 0));
+    assert_eq!(cell(&h, "a").await, 11);
+
+    let tail = log.tail().await.unwrap();
+    let read = rt
+        .transaction(|tx| async move { get(&tx, h2, "a").await })
+        .await
+        .unwrap();
+    assert_eq!(read, 11);
+    assert_eq!(
+        log.tail().await.unwrap(),
+        tail,
+        "read-only: nothing appended"
+    );
+}
+
+#[tokio::test]
+async fn only_writes_of_what_was_read_abort() {
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let writer = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("accounts").unwrap();
+    let w: Handle<Cells> = writer.open("accounts").unwrap();
+    h.update(set("a", 1)).await.unwrap();
+    h.update(set("b", 1)).await.unwrap();
+
+    // A plain update of another key after the snapshot: no conflict.
+    let attempts = AtomicU32::new(0);
+    let (h2, w2, attempts2) = (&h, &w, &attempts);
+    rt.transaction(|tx| async move {
+        let n = attempts2.fetch_add(1, Ordering::SeqCst);
+        let a = get(&tx, h2, "a").await?;
+        if n == 0 {
+            w2.update(set("b", 7)).await?;
+        }
+        tx.update(h2, set("a", a + 1))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 1);
+
+    // A plain update of the key read: the first attempt is refused (plain
+    // updates carry their conflict keys) and the retry sees the write.
+    attempts.store(0, Ordering::SeqCst);
+    rt.transaction(|tx| async move {
+        let n = attempts2.fetch_add(1, Ordering::SeqCst);
+        let a = get(&tx, h2, "a").await?;
+        if n == 0 {
+            w2.update(set("a", 100)).await?;
+        }
+        tx.update(h2, set("a", a + 1))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(cell(&w, "a").await, 101, "no lost update");
+
+    // A whole-object read conflicts with a write of any key.
+    attempts.store(0, Ordering::SeqCst);
+    rt.transaction(|tx| async move {
+        let n = attempts2.fetch_add(1, Ordering::SeqCst);
+        let total = tx.read(h2, |c| c.0.values().sum::<i64>()).await?;
+        if n == 0 {
+            w2.update(set("zzz", 1)).await?;
+        }
+        tx.update(h2, set("total", total))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(cell(&w, "total").await, 101 + 7 + 1);
+}
+
+#[tokio::test]
+async fn retries_are_bounded_and_an_abort_appends_nothing() {
+    let log = MemoryLog::new();
+    let options = RuntimeOptions {
+        transaction_retries: 2,
+        ..RuntimeOptions::default()
+    };
+    let rt = Runtime::with_options(log.clone(), options);
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    let out: Handle<Cells> = rt.open("out").unwrap();
+    let attempts = AtomicU32::new(0);
+    let (h2, out2, attempts2) = (&h, &out, &attempts);
+    let result = rt
+        .transaction(|tx| async move {
+            attempts2.fetch_add(1, Ordering::SeqCst);
+            let a = get(&tx, h2, "a").await?;
+            h2.update(set("a", a + 1)).await?; // always a conflict
+            tx.update(out2, set("x", 1))?;
+            Ok(())
+        })
+        .await;
+    match result {
+        Err(Error::Aborted {
+            attempts: 3,
+            conflict: Some(key),
+            ..
+        }) => {
+            assert_eq!(key.stream, h.stream());
+            assert_eq!(key.key_hash, cell_key("a"));
+        }
+        other => panic!("expected an abort after 3 attempts, got {other:?}"),
+    }
+    assert_eq!(attempts.load(Ordering::SeqCst), 3);
+    assert!(log
+        .read_stream(out.stream(), 0, u64::MAX)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(cell(&h, "a").await, 3);
+}
+
+#[tokio::test]
+async fn a_snapshot_below_the_floor_is_retried() {
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    let attempts = AtomicU32::new(0);
+    let (h2, attempts2, log2) = (&h, &attempts, &log);
+    rt.transaction(|tx| async move {
+        if attempts2.fetch_add(1, Ordering::SeqCst) == 0 {
+            log2.raise_floor(tx.snapshot() + 1);
+        }
+        tx.update(h2, set("a", 1))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(cell(&h, "a").await, 1);
+    // A floor at the tail (as after a sequencer failover) is passed too:
+    // the runtime moves the tail on instead of retrying in vain.
+    log.raise_floor(log.tail().await.unwrap());
+    attempts.store(0, Ordering::SeqCst);
+    rt.transaction(|tx| async move {
+        attempts2.fetch_add(1, Ordering::SeqCst);
+        let a = get(&tx, h2, "a").await?;
+        tx.update(h2, set("a", a + 1))?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(cell(&h, "a").await, 2);
+    // Plain updates are never refused by the floor.
+    log.raise_floor(1_000);
+    h.update(set("b", 2)).await.unwrap();
+    assert_eq!(cell(&h, "b").await, 2);
+}
+
+#[tokio::test]
+async fn errors_and_misuse_commit_nothing() {
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let foreign = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    let f: Handle<Cells> = foreign.open("h").unwrap();
+    let tail = log.tail().await.unwrap();
+
+    let h2 = &h;
+    let failed: Result<(), Error> = rt
+        .transaction(|tx| async move {
+            tx.update(h2, set("a", 1))?;
+            Err(Error::Transaction {
+                object: "h".into(),
+                reason: "the body refused".into(),
+            })
+        })
+        .await;
+    assert!(
+        matches!(failed, Err(Error::Transaction { reason, .. }) if reason == "the body refused")
+    );
+
+    let f2 = &f;
+    let foreign_use = rt
+        .transaction(|tx| async move { tx.update(f2, set("a", 1)) })
+        .await;
+    assert!(matches!(foreign_use, Err(Error::Transaction { .. })));
+
+    let kept = std::sync::Mutex::new(None);
+    let kept2 = &kept;
+    rt.transaction(|tx| async move {
+        *kept2.lock().unwrap() = Some(tx);
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let tx = kept.lock().unwrap().take().unwrap();
+    assert!(matches!(
+        tx.update(&h, set("a", 1)),
+        Err(Error::Transaction { .. })
+    ));
+    assert!(matches!(
+        get(&tx, &h, "a").await,
+        Err(Error::Transaction { .. })
+    ));
+
+    // Only the empty entry that gives an empty log a snapshot.
+    assert_eq!(log.tail().await.unwrap(), tail + 1);
+    assert_eq!(cell(&h, "a").await, 0);
+}
+
+#[tokio::test]
+async fn a_transaction_entry_without_the_objects_part_stops_the_view() {
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    h.update(set("a", 1)).await.unwrap();
+    // A commit naming only another stream, yet appended to this one.
+    let mut op = Vec::new();
+    set("a", 2).encode_into(&mut op).unwrap();
+    let payload =
+        crate::record::encode_transaction(&[(StreamId::from_name("other"), vec![op])]).unwrap();
+    let address = log.append(payload, &[h.stream()]).await.unwrap();
+    match h.query(|c| c.0.clone()).await {
+        Err(Error::Undecodable {
+            address: at,
+            reason,
+            ..
+        }) => {
+            assert_eq!(at, address);
+            assert!(reason.contains("no part"), "{reason}");
+        }
+        other => panic!("expected Undecodable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_transfers_keep_the_total() {
+    const ACCOUNTS: [&str; 4] = ["a", "b", "c", "d"];
+    let log = MemoryLog::new();
+    let runtimes = [Runtime::new(log.clone()), Runtime::new(log.clone())];
+    let setup: Handle<Cells> = runtimes[0].open("bank").unwrap();
+    for name in ACCOUNTS {
+        setup.update(set(name, 100)).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for task in 0..8usize {
+        let rt = runtimes[task % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let bank: Handle<Cells> = rt.open("bank").unwrap();
+            let mut committed = 0;
+            for round in 0..20usize {
+                let from = ACCOUNTS[(task + round) % 4];
+                let to = ACCOUNTS[(task + round + 1) % 4];
+                let bank = &bank;
+                let result = rt
+                    .transaction(|tx| async move {
+                        let a = get(&tx, bank, from).await?;
+                        let b = get(&tx, bank, to).await?;
+                        if a < 7 {
+                            return Ok(false);
+                        }
+                        tx.update(bank, set(from, a - 7))?;
+                        tx.update(bank, set(to, b + 7))?;
+                        Ok(true)
+                    })
+                    .await;
+                match result {
+                    Ok(true) => committed += 1,
+                    Ok(false) | Err(Error::Aborted { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                // An audit: a consistent snapshot always sums to 400.
+                let total = rt
+                    .transaction(
+                        |tx| async move { tx.read(bank, |c| c.0.values().sum::<i64>()).await },
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(total, 400);
+            }
+            committed
+        }));
+    }
+    let mut committed = 0;
+    for task in tasks {
+        committed += task.await.unwrap();
+    }
+    assert!(committed > 0);
+    for rt in &runtimes {
+        let bank: Handle<Cells> = rt.open("bank").unwrap();
+        let balances = bank.query(|c| c.0.clone()).await.unwrap();
+        assert_eq!(balances.values().sum::<i64>(), 400);
+        assert!(balances.values().all(|v| *v >= 0));
+    }
+    // Every reported commit is one entry of the stream beyond the setup.
+    let entries = log.read_stream(setup.stream(), 0, u64::MAX).await.unwrap();
+    assert_eq!(entries.len(), ACCOUNTS.len() + committed);
+}
+
+#[tokio::test]
+async fn updates_carry_their_conflict_keys() {
+    // Checked at the log: a conditional append that read a key at a
+    // snapshot before a plain update of it is refused.
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    h.update(set("first", 1)).await.unwrap();
+    let at = h.update(set("k", 1)).await.unwrap();
+    let (_, _) = h.update_and_read_prior(set("j", 1), |_| ()).await.unwrap();
+    let condition = |snapshot, key| corfu_core::wire::sequencer::TxnCondition {
+        snapshot,
+        read_set: vec![ConflictKey {
+            stream: h.stream(),
+            key_hash: key,
+        }],
+        write_set: Vec::new(),
+    };
+    for (key, written) in [
+        (cell_key("k"), at),
+        (cell_key("j"), at + 1),
+        (WHOLE_OBJECT, at + 1),
+    ] {
+        assert!(matches!(
+            log.append_conditional(Vec::new(), &[], &condition(written - 1, key)).await,
+            Err(ClientError::Aborted { address, .. }) if address == written
+        ));
+        log.append_conditional(Vec::new(), &[], &condition(written, key))
+            .await
+            .unwrap();
+    }
+}
