@@ -41,10 +41,10 @@ async fn appends_resume(acked: &AtomicUsize, more: usize, what: &str) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn appends_survive_the_removal_of_chain_members_and_the_sequencer() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(
+/// Five nodes (all layout servers), one chain n1 -> n2 -> n3, sequencers
+/// n1, n2, n3.
+async fn five_nodes(dir: &tempfile::TempDir) -> LocalCluster {
+    LocalCluster::start(
         &dir.path().join("cluster"),
         5,
         LocalOptions {
@@ -54,7 +54,13 @@ async fn appends_survive_the_removal_of_chain_members_and_the_sequencer() {
         },
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_survive_the_removal_of_chain_members_and_the_sequencer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = five_nodes(&dir).await;
     let first = cluster.layout().clone();
     let mut config = cluster.client_config();
     config.client = LogClientOptions {
@@ -196,22 +202,12 @@ async fn appends_survive_the_removal_of_chain_members_and_the_sequencer() {
 }
 
 /// Two engines racing to remove the same dead node decide one layout, one
-/// epoch; an engine sealing while another
-/// removes a node ends with both changes in force; appends work after.
+/// epoch; an engine sealing while another removes a node ends with both
+/// changes in force; appends work after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_engines_decide_one_layout_per_epoch() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(
-        &dir.path().join("cluster"),
-        5,
-        LocalOptions {
-            shape: Shape::new(1, 3),
-            sync: SyncPolicy::Always,
-            sequencers: 3,
-        },
-    )
-    .await
-    .unwrap();
+    let mut cluster = five_nodes(&dir).await;
     let config = cluster.client_config();
     let client = LogClient::connect(&config).await.unwrap();
     for i in 0..20 {
