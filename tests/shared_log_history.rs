@@ -23,7 +23,6 @@ use std::time::Instant;
 
 use corfu::cluster::Shape;
 use corfu::core::client::{LogClient, LogClientOptions};
-use corfu::core::logunit::SyncPolicy;
 use corfu::core::types::{Address, StreamId};
 use corfu::core::wire::logunit::{Entry, ReadOutcome, StreamHeader};
 use corfu::local::{LocalCluster, LocalOptions};
@@ -50,17 +49,7 @@ fn stream_sets() -> Vec<Vec<StreamId>> {
 async fn run_history(nodes: usize, shape: Shape, label: &str, reader_fill_ms: u64) {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(
-        &dir.path().join("cluster"),
-        nodes,
-        LocalOptions {
-            shape,
-            sync: SyncPolicy::Always,
-            ..LocalOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let cluster = support::local_cluster(&dir, nodes, shape).await;
     let mut config = cluster.client_config();
     config.client = LogClientOptions {
         hole_fill_timeout_ms: 50,

@@ -27,10 +27,9 @@ use std::time::{Duration, Instant};
 use corfu::cluster::Shape;
 use corfu::core::client::{ClientError, HoleFillPolicy, LogClient, LogClientOptions};
 use corfu::core::client_config::ClientConfig;
-use corfu::core::logunit::SyncPolicy;
 use corfu::core::types::{Address, StreamId};
 use corfu::core::wire::logunit::{Entry, Existing, ReadOutcome, WriteOutcome};
-use corfu::local::{LocalCluster, LocalOptions};
+use corfu::local::LocalCluster;
 use support::history::{assert_stable, check_replicas, tail_reader, History, OpId, Outcome, Raw};
 use support::within;
 
@@ -43,17 +42,7 @@ struct Setup {
 
 async fn start(nodes: usize, shape: Shape) -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(
-        &dir.path().join("cluster"),
-        nodes,
-        LocalOptions {
-            shape,
-            sync: SyncPolicy::Always,
-            ..LocalOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let cluster = support::local_cluster(&dir, nodes, shape).await;
     let config = cluster.client_config();
     let raw = Arc::new(Raw::new(
         config.endpoint().unwrap(),

@@ -23,7 +23,6 @@ use std::sync::Arc;
 
 use corfu::cluster::Shape;
 use corfu::core::client::{HoleFillPolicy, LogClient, LogClientOptions};
-use corfu::core::logunit::SyncPolicy;
 use corfu::core::types::{Address, StreamId};
 use corfu::local::{LocalCluster, LocalOptions};
 use support::history::{check_replicas, History, Outcome, Raw};
@@ -34,17 +33,7 @@ const ROUNDS: usize = 50;
 
 async fn run_streams(nodes: usize, shape: Shape, label: &'static str) {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(
-        &dir.path().join("cluster"),
-        nodes,
-        LocalOptions {
-            shape,
-            sync: SyncPolicy::Always,
-            ..LocalOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    let cluster = support::local_cluster(&dir, nodes, shape).await;
     let stripes = cluster.layout().segments[0].stripes.len();
     assert!(stripes >= 2, "{label}: the layout has {stripes} stripe(s)");
     let mut config = cluster.client_config();

@@ -270,3 +270,23 @@ pub fn spawn_node_process(config: &Path) -> NodeProcess {
         stderr: stderr_lines,
     }
 }
+
+/// A bootstrapped in-process cluster of `nodes` nodes with `shape` and
+/// `sync = always`, in `dir/cluster`.
+pub async fn local_cluster(
+    dir: &tempfile::TempDir,
+    nodes: usize,
+    shape: corfu::cluster::Shape,
+) -> corfu::local::LocalCluster {
+    corfu::local::LocalCluster::start(
+        &dir.path().join("cluster"),
+        nodes,
+        corfu::local::LocalOptions {
+            shape,
+            sync: corfu::core::logunit::SyncPolicy::Always,
+            ..corfu::local::LocalOptions::default()
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("starting a {nodes}-node cluster: {e:#}"))
+}
