@@ -17,14 +17,25 @@ use crate::wire::logunit::{
     AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, StreamHeader,
     WriteOutcome,
 };
-use crate::wire::sequencer::{SequencerRequest, SequencerResponse, TxnCondition};
+use crate::wire::sequencer::{ConflictKey, SequencerRequest, SequencerResponse, TxnCondition};
 use crate::wire::{Request, Response};
+
+/// The most conflict keys one batched token carries: keyed appends whose
+/// keys together exceed it take separate tokens. The sequencer's
+/// `txn_keys_max` (4096 by default) must be at least this for batches to
+/// be granted; a lone append with more keys is sent as it is and the
+/// sequencer judges it.
+pub(crate) const TOKEN_KEYS_MAX: usize = 1024;
 
 /// One entry to append.
 pub(crate) struct Job {
     payload: Vec<u8>,
     /// Sorted, without duplicates.
     streams: Vec<StreamId>,
+    /// Conflict keys recorded as written by this entry (a keyed append:
+    /// a conditional append with an empty read set, which never aborts).
+    /// Sorted, without duplicates.
+    keys: Vec<ConflictKey>,
 }
 
 impl Job {
@@ -42,11 +53,24 @@ impl Job {
         let mut streams = streams.to_vec();
         streams.sort_unstable();
         streams.dedup();
-        Ok(Job { payload, streams })
+        Ok(Job {
+            payload,
+            streams,
+            keys: Vec::new(),
+        })
+    }
+
+    /// This job also records `keys` as written at its address.
+    pub(crate) fn with_keys(mut self, keys: &[ConflictKey]) -> Job {
+        let mut keys = keys.to_vec();
+        keys.sort_unstable_by_key(|k| (k.stream, k.key_hash));
+        keys.dedup();
+        self.keys = keys;
+        self
     }
 
     fn bytes(&self) -> usize {
-        self.payload.len() + 32 * self.streams.len()
+        self.payload.len() + 32 * self.streams.len() + 16 * self.keys.len()
     }
 }
 
@@ -221,20 +245,26 @@ impl Inner {
         }
     }
 
-    /// Takes one token per set of streams among `todo` and builds each
-    /// entry with its address and backpointers.
+    /// Takes one token per set of streams among `todo` (and, for keyed
+    /// appends, per at most [`TOKEN_KEYS_MAX`] conflict keys) and builds
+    /// each entry with its address and backpointers.
     async fn take_tokens(
         &self,
         jobs: &[Job],
         todo: &[usize],
         deadline: Instant,
     ) -> Vec<(Vec<usize>, Result<Vec<Placed>, ClientError>)> {
-        let mut groups: HashMap<&[StreamId], Vec<usize>> = HashMap::new();
+        let mut by_streams: HashMap<&[StreamId], Vec<usize>> = HashMap::new();
         for &job in todo {
-            groups.entry(&jobs[job].streams).or_default().push(job);
+            by_streams.entry(&jobs[job].streams).or_default().push(job);
         }
-        let requests = groups.into_iter().map(|(streams, group)| async move {
-            let placed = self.token_for(jobs, streams, &group, None, deadline).await;
+        let groups = by_streams
+            .into_iter()
+            .flat_map(|(streams, group)| split_by_keys(jobs, group).map(move |g| (streams, g)));
+        let requests = groups.map(|(streams, (group, condition))| async move {
+            let placed = self
+                .token_for(jobs, streams, &group, condition.as_ref(), deadline)
+                .await;
             (group, placed)
         });
         join_all(requests).await
@@ -516,6 +546,43 @@ impl Inner {
         out.extend(live.into_iter().map(|p| (key(&p), Step::Done)));
         out
     }
+}
+
+/// Splits one group of jobs (same streams) into groups whose conflict
+/// keys together stay within [`TOKEN_KEYS_MAX`], each with the condition of
+/// its token: none if no job carries keys, else an empty read set (it
+/// never aborts), a snapshot no floor exceeds and the union of the keys,
+/// recorded at the group's last address. Recording a key a few addresses
+/// late can only make a transaction abort that might have committed,
+/// never the reverse.
+fn split_by_keys(
+    jobs: &[Job],
+    group: Vec<usize>,
+) -> impl Iterator<Item = (Vec<usize>, Option<TxnCondition>)> {
+    let mut out: Vec<(Vec<usize>, Vec<ConflictKey>)> = Vec::new();
+    let mut current: (Vec<usize>, Vec<ConflictKey>) = (Vec::new(), Vec::new());
+    for job in group {
+        let keys = &jobs[job].keys;
+        if !current.0.is_empty() && current.1.len() + keys.len() > TOKEN_KEYS_MAX {
+            out.push(std::mem::take(&mut current));
+        }
+        current.0.push(job);
+        current.1.extend_from_slice(keys);
+    }
+    out.push(current);
+    out.into_iter().map(|(group, mut keys)| {
+        if keys.is_empty() {
+            return (group, None);
+        }
+        keys.sort_unstable_by_key(|k| (k.stream, k.key_hash));
+        keys.dedup();
+        let condition = TxnCondition {
+            snapshot: Address::MAX,
+            read_set: Vec::new(),
+            write_set: keys,
+        };
+        (group, Some(condition))
+    })
 }
 
 fn key(p: &Placed) -> (usize, Address) {

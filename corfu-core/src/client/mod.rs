@@ -675,6 +675,12 @@ impl LogClient {
         streams: &[StreamId],
     ) -> Result<Address, ClientError> {
         let job = Job::new(payload, streams, self.inner.options.entry_bytes_max)?;
+        self.append_job(job).await
+    }
+
+    /// Appends one job through the batching queue (or straight away when
+    /// nothing is queued or in flight).
+    async fn append_job(&self, job: Job) -> Result<Address, ClientError> {
         let inner = &self.inner;
         // The short path: nothing queued and nothing in flight.
         let slots = inner.options.batches_in_flight_max as usize;
@@ -701,6 +707,14 @@ impl LogClient {
     /// transaction has seen); its `write_set` keys are recorded
     /// at its address. Otherwise [`ClientError::Aborted`] and nothing is in
     /// the log.
+    ///
+    /// A condition with an empty read set cannot fail: such a *keyed
+    /// append* (every write of a replicated object outside a transaction)
+    /// goes through the batching queue like [`LogClient::append`], its keys
+    /// recorded at the last address of its batch's token (a few addresses
+    /// late at most, which can only abort a transaction that might have
+    /// committed), and, like a plain append, it takes a new token if a hole
+    /// filler took its address.
     pub async fn append_conditional(
         &self,
         payload: Vec<u8>,
@@ -708,6 +722,9 @@ impl LogClient {
         condition: &TxnCondition,
     ) -> Result<Address, ClientError> {
         let job = Job::new(payload, streams, self.inner.options.entry_bytes_max)?;
+        if condition.read_set.is_empty() {
+            return self.append_job(job.with_keys(&condition.write_set)).await;
+        }
         self.inner.append_conditional(job, condition).await
     }
 
