@@ -10,7 +10,15 @@
 //!   `contains_key`, `len`, `snapshot` (an O(1) persistent copy to
 //!   iterate), `query`;
 //! - [`ReplicatedCounter`]: `add`, `get`, `add_and_get` (fetch-and-add)
-//!   and `compare_and_set`, whose outcomes are decided by log order.
+//!   and `compare_and_set`, whose outcomes are decided by log order;
+//! - [`ReplicatedQueue<T>`]: `push`, `pop`, `peek`, `len`, `snapshot`; a
+//!   pop is an op in the log and takes the item at the front **at its
+//!   place in the log**, so each pushed item is popped at most once,
+//!   whichever processes pop;
+//! - [`ReplicatedRegister<T>`]: `set`, `get` and `compare_and_set`
+//!   (decided by log order);
+//! - [`ReplicatedSet<T>`]: `insert`, `remove`, `clear`, `contains`, `len`,
+//!   `snapshot` (an O(1) persistent copy to iterate), `query`.
 //!
 //! Writes append one entry and return its address. Reads are linearizable:
 //! they see every write acknowledged before they began, in any process.
@@ -18,7 +26,7 @@
 //! `Serialize` and `Deserialize`.
 //!
 //! ```
-//! use objects::{ReplicatedCounter, ReplicatedMap};
+//! use objects::{ReplicatedCounter, ReplicatedMap, ReplicatedQueue};
 //! use smr::{MemoryLog, Runtime};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -36,12 +44,22 @@
 //! assert!(version.compare_and_set(0, 1).await?);
 //! let stale: ReplicatedCounter = here.open("version")?;
 //! assert!(!stale.compare_and_set(0, 1).await?); // log order decides
+//!
+//! let jobs: ReplicatedQueue<String> = here.open("jobs")?;
+//! jobs.push("build".into()).await?;
+//! let worker: ReplicatedQueue<String> = there.open("jobs")?;
+//! assert_eq!(worker.pop().await?.as_deref(), Some("build"));
+//! assert_eq!(jobs.pop().await?, None); // taken once, by one pop
 //! # Ok(()) }
 //! ```
 //!
-//! Both take part in transactions ([`smr::Runtime::transaction`]) through
-//! their `tx_` methods. A map's reads of one key conflict only with writes
-//! of that key (or a `clear`); a counter is read and written as a whole.
+//! All of them take part in transactions ([`smr::Runtime::transaction`])
+//! through their `tx_` methods. A map's reads of one key and a set's reads
+//! of one element conflict only with writes of that key or element (or a
+//! `clear`); a counter and a register are read and written as a whole; a
+//! queue's pushes and pops write different keys, so a transactional pop
+//! of an item that was already queued does not conflict with later pushes
+//! (the [`queue`] module docs give the rule).
 //!
 //! ```
 //! use objects::{ReplicatedCounter, ReplicatedMap};
@@ -74,14 +92,17 @@
 //! assert_eq!(sold.get().await?, 1);
 //! # Ok(()) }
 //! ```
-//!
-//! Still to come: `ReplicatedQueue`, `ReplicatedRegister`,
-//! `ReplicatedSet`.
 
 #![warn(missing_docs)]
 
 pub mod counter;
 pub mod map;
+pub mod queue;
+pub mod register;
+pub mod set;
 
 pub use counter::ReplicatedCounter;
 pub use map::ReplicatedMap;
+pub use queue::ReplicatedQueue;
+pub use register::ReplicatedRegister;
+pub use set::ReplicatedSet;
