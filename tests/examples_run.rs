@@ -1,7 +1,7 @@
-//! The examples of the object layer run, check their own invariants and
-//! say so: each is run as a program with small parameters, on the 3-node
-//! cluster it embeds, and must exit 0 with the lines that report its
-//! invariant held. The bank run without transactions must exit 1: the
+//! The examples of the object layer (bank, work_queue, service) run,
+//! check their own invariants and say so: each is run as a program with
+//! small parameters, on the 3-node cluster it embeds, and must exit 0
+//! with the lines that report its invariant held. The bank run without transactions must exit 1: the
 //! check the examples make can fail.
 //!
 //! `cargo test` builds the examples into `target/<profile>/examples/`,
@@ -163,5 +163,38 @@ fn service_answers_its_own_requests() {
         "GET /counter/visits -> 200 {\"value\":5}",
         "another runtime sees",
         "self-test passed",
+    ]);
+}
+
+#[test]
+fn work_queue_consumers_take_every_job_once() {
+    let run = run(
+        "work_queue",
+        &["--jobs", "120", "--producers", "2", "--consumers", "4"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    run.assert_prints(&[
+        "producer 2 (runtime 2): pushed 60 jobs",
+        "consumer 4 (runtime 2): took",
+        "took 120 jobs of 120",
+        "runtime 1: queue empty: true",
+        "runtime 2: queue empty: true",
+        "no job taken twice, none missing",
+        "invariant held",
+    ]);
+}
+
+#[test]
+fn work_queue_pops_and_counts_in_one_transaction() {
+    let run = run(
+        "work_queue",
+        &["--jobs", "60", "--consumers", "3", "--transactional"],
+    );
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    run.assert_prints(&[
+        "took 60 jobs of 60",
+        "runtime 1: queue empty: true, processed counter 60",
+        "runtime 2: queue empty: true, processed counter 60",
+        "invariant held",
     ]);
 }
