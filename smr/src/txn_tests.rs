@@ -550,3 +550,46 @@ async fn updates_carry_their_conflict_keys() {
             .unwrap();
     }
 }
+
+/// Past states of a view that transactions read, at every address the
+/// view has passed: built from the kept copies and entries (or the log
+/// where those do not reach back), each equal to the state with exactly the
+/// entries below that address applied. Entries of another stream are
+/// interleaved so the stream has gaps, and the view is synced in batches
+/// of every size.
+#[tokio::test]
+async fn past_states_at_every_address_match_a_replay() {
+    let log = MemoryLog::new();
+    let rt = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    let noise: Handle<Cells> = rt.open("noise").unwrap();
+    // A transaction reads the view first, so it keeps versions.
+    rt.transaction(|tx| {
+        let h = h.clone();
+        async move { get(&tx, &h, "v").await }
+    })
+    .await
+    .unwrap();
+    let mut writes: Vec<(Address, i64)> = Vec::new();
+    for i in 0..300i64 {
+        let address = h.update(set("v", i)).await.unwrap();
+        writes.push((address, i));
+        if i % 3 == 0 {
+            noise.update(set("n", i)).await.unwrap();
+        }
+        if i % ((i % 7) + 1) == 0 {
+            cell(&h, "v").await; // a sync: one more batch
+        }
+    }
+    cell(&h, "v").await;
+    let end = log.tail().await.unwrap();
+    for at in 0..=end {
+        let expected = writes
+            .iter()
+            .rev()
+            .find(|(a, _)| *a < at)
+            .map_or(0, |(_, v)| *v);
+        let state = h.view.state_at(&log, at, Cells::clone).await.unwrap();
+        assert_eq!(state.0.get("v").copied().unwrap_or(0), expected, "at {at}");
+    }
+}

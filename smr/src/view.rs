@@ -20,13 +20,18 @@
 //! - **States at an address, for transactions.** Once a transaction has
 //!   read the view (which requires a cloneable state), every batch of
 //!   playback keeps a copy of the state after it (the last
-//!   [`VERSIONS_KEPT`]): a transaction whose snapshot the view has passed
-//!   starts from the newest copy at or below its snapshot and replays the
-//!   rest privately, without the view's locks. A view not yet at the
-//!   snapshot is synced exactly to it and copied. For persistent states
-//!   (`imbl`) a copy is O(1).
+//!   [`VERSIONS_KEPT`]) and the entries applied since the oldest copy
+//!   (at most [`RECENT_KEPT`]): a transaction whose snapshot the view has
+//!   passed starts from the newest copy at or below its snapshot and
+//!   replays the rest privately, without the view's locks, from those
+//!   entries (from the log only if they do not reach back that far). A
+//!   view not yet at the snapshot is synced to it (and as far as the
+//!   callers queued behind want), then the state at the snapshot is copied
+//!   or replayed the same way. For persistent states (`imbl`) a copy is
+//!   O(1).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use corfu_core::types::{Address, StreamId};
@@ -41,7 +46,11 @@ use crate::record;
 pub(crate) type Waiter<T> = Box<dyn FnOnce(&T) + Send>;
 
 /// How many copies of past states a view read by transactions keeps.
-pub(crate) const VERSIONS_KEPT: usize = 16;
+pub(crate) const VERSIONS_KEPT: usize = 64;
+
+/// How many applied entries a view read by transactions keeps in memory
+/// to replay a past state without reading the log again.
+pub(crate) const RECENT_KEPT: usize = 4096;
 
 pub(crate) struct View<T: StateMachine> {
     pub(crate) name: Arc<str>,
@@ -52,6 +61,10 @@ pub(crate) struct View<T: StateMachine> {
     batch_addresses: u64,
     played: RwLock<Played<T>>,
     syncing: tokio::sync::Mutex<()>,
+    /// The highest address any caller has asked the view to reach: the
+    /// holder of `syncing` plays up to it, so callers queued behind it
+    /// find their target covered instead of syncing one after another.
+    wanted: AtomicU64,
     /// By tag sequence number: callers of this runtime waiting for the
     /// state their update finds.
     waiters: Mutex<HashMap<u64, Waiter<T>>>,
@@ -70,6 +83,12 @@ struct Played<T> {
     /// Copies of the state after recent batches, oldest first: `(a, s)`
     /// is the state with every entry below `a` applied.
     versions: VecDeque<(Address, T)>,
+    /// The entries of the stream applied at or above `recent_from`, in
+    /// address order (kept once versions are).
+    recent: VecDeque<(Address, Arc<[u8]>)>,
+    /// Every entry of the stream in `[recent_from, next)` is in `recent`
+    /// (`Address::MAX` until entries are kept).
+    recent_from: Address,
 }
 
 impl<T: StateMachine> View<T> {
@@ -84,8 +103,12 @@ impl<T: StateMachine> View<T> {
                 next: 0,
                 failed: None,
                 versions: VecDeque::new(),
+                recent: VecDeque::new(),
+                // Nothing kept yet.
+                recent_from: Address::MAX,
             }),
             syncing: tokio::sync::Mutex::new(()),
+            wanted: AtomicU64::new(0),
             waiters: Mutex::new(HashMap::new()),
             cloner: OnceLock::new(),
         }
@@ -129,14 +152,17 @@ impl<T: StateMachine> View<T> {
         if self.next()? >= target {
             return Ok(());
         }
+        self.wanted.fetch_max(target, Ordering::Relaxed);
         let _syncing = self.syncing.lock().await;
         self.sync_locked(log, target).await
     }
 
     /// [`sync_to`](Self::sync_to) for the holder of the `syncing` lock:
-    /// on success, `next` is at least `target`, and exactly `target` if it
-    /// was below it.
+    /// on success, `next` is at least `target`; the view is played up to
+    /// the highest target any caller has asked for (every address below
+    /// it was granted, since that caller saw a tail above it).
     async fn sync_locked(&self, log: &dyn SharedLog, target: Address) -> Result<(), Error> {
+        let target = target.max(self.wanted.load(Ordering::Relaxed));
         loop {
             // Another sync may have covered the target while we waited.
             let next = self.next()?;
@@ -163,6 +189,17 @@ impl<T: StateMachine> View<T> {
         // Only the holder of `syncing` moves `next`, and it read `from`.
         debug_assert_eq!(played.next, from);
         let applied_any = !entries.is_empty();
+        let keeping = self.cloner.get().is_some();
+        if keeping && played.versions.is_empty() {
+            // The first batch since a transaction read the view: the kept
+            // copies and entries start here.
+            played.recent.clear();
+            played.recent_from = from;
+            if let Some(clone) = self.cloner.get() {
+                let copy = clone(&played.state);
+                played.versions.push_back((from, copy));
+            }
+        }
         for (address, payload) in entries {
             if address < played.next || address >= to {
                 return Err(Error::LogContract {
@@ -197,6 +234,9 @@ impl<T: StateMachine> View<T> {
                 played.state.apply(op, address);
             }
             played.next = address + 1;
+            if keeping {
+                played.recent.push_back((address, Arc::from(payload)));
+            }
         }
         played.next = to;
         if let Some(clone) = self.cloner.get() {
@@ -208,6 +248,17 @@ impl<T: StateMachine> View<T> {
                     played.versions.pop_front();
                 }
             }
+            // Entries below the oldest copy are never replayed from here;
+            // beyond the bound, the oldest go (replays then read the log).
+            let oldest = played.versions.front().map_or(to, |(a, _)| *a);
+            while let Some(&(address, _)) = played.recent.front() {
+                if address >= oldest && played.recent.len() <= RECENT_KEPT {
+                    break;
+                }
+                played.recent.pop_front();
+                played.recent_from = played.recent_from.max(address + 1);
+            }
+            played.recent_from = played.recent_from.max(oldest.min(to)).min(to);
         }
         Ok(())
     }
@@ -227,6 +278,7 @@ impl<T: StateMachine> View<T> {
         // Every caller passes `T::clone`: whichever sets it, it is the same.
         let _ = self.cloner.set(clone);
         if self.next()? <= at {
+            self.wanted.fetch_max(at, Ordering::Relaxed);
             let _syncing = self.syncing.lock().await;
             if self.next()? <= at {
                 self.sync_locked(log, at).await?;
@@ -239,18 +291,47 @@ impl<T: StateMachine> View<T> {
                 }
             }
         }
-        let (mut from, mut state) = {
+        let (mut from, mut state, kept) = {
             let played = self.played.read().map_err(|e| self.poisoned(e))?;
             if let Some(e) = &played.failed {
                 return Err(e.clone());
             }
-            played
+            let (from, state) = played
                 .versions
                 .iter()
                 .rev()
                 .find(|(a, _)| *a <= at)
-                .map_or_else(|| (0, T::default()), |(a, s)| (*a, clone(s)))
+                .map_or_else(|| (0, T::default()), |(a, s)| (*a, clone(s)));
+            // The entries in [from, at), if the view kept them all.
+            let kept: Option<Vec<(Address, Arc<[u8]>)>> =
+                (played.recent_from <= from && at <= played.next).then(|| {
+                    played
+                        .recent
+                        .iter()
+                        .skip_while(|(a, _)| *a < from)
+                        .take_while(|(a, _)| *a < at)
+                        .cloned()
+                        .collect()
+                });
+            (from, state, kept)
         };
+        if let Some(kept) = kept {
+            for (address, payload) in kept {
+                // The view applied this entry already, so it decodes.
+                let decoded =
+                    record::decode_entry::<T::Op>(&payload, self.stream).map_err(|reason| {
+                        Error::Undecodable {
+                            object: self.name.to_string(),
+                            address,
+                            reason,
+                        }
+                    })?;
+                for op in decoded.ops {
+                    state.apply(op, address);
+                }
+            }
+            return Ok(state);
+        }
         while from < at {
             let to = at.min(from.saturating_add(self.batch_addresses));
             let entries = log

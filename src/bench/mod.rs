@@ -3,6 +3,7 @@
 
 pub mod append;
 pub mod logunit;
+pub mod objects;
 pub mod rpc;
 pub mod sequencer;
 

@@ -495,14 +495,14 @@ impl Inner {
         }
         if policy == HoleFillPolicy::WaitThenFill {
             let deadline = Instant::now() + self.options.hole_fill_timeout();
-            let mut pause = Duration::from_micros(500);
+            let mut pause = Duration::from_micros(200);
             loop {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
                 tokio::time::sleep(pause.min(deadline - now)).await;
-                pause = (pause * 2).min(Duration::from_millis(20));
+                pause = (pause * 2).min(Duration::from_millis(2));
                 let outcome = self.read_one(address).await?;
                 if outcome != ReadOutcome::Unwritten {
                     return Ok(outcome);
