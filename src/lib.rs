@@ -30,5 +30,6 @@ pub mod cluster;
 pub mod layout_cli;
 pub mod local;
 pub mod log_cli;
+pub mod object_cli;
 pub mod quickstart;
 pub mod stats;

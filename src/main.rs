@@ -57,6 +57,9 @@ enum Command {
         #[command(subcommand)]
         which: corfu::log_cli::LogCommand,
     },
+    /// Replicated objects: map, counter, queue, register, set.
+    #[command(flatten)]
+    Object(corfu::object_cli::ObjectCommand),
     /// Benchmarks: each prints what it measured and the ratio to a baseline
     /// measured in the same run.
     Bench {
@@ -203,10 +206,14 @@ enum BenchCommand {
 
 fn main() {
     let cli = Cli::parse();
+    let default_filter = match &cli.command {
+        Some(Command::Object(_)) => corfu::object_cli::LOG_FILTER_DEFAULT,
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -242,6 +249,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster { which } => corfu::cluster::run_cluster(which).await,
         Command::Layout { which } => corfu::layout_cli::run(which).await,
         Command::Log { which } => corfu::log_cli::run(which).await,
+        Command::Object(which) => {
+            if corfu::object_cli::run(which).await? == corfu::object_cli::Outcome::Nothing {
+                // Stdout is flushed and the client closed: nothing is lost.
+                std::process::exit(corfu::object_cli::EXIT_NOTHING);
+            }
+            Ok(())
+        }
         Command::Bench { which } => {
             match which {
                 BenchCommand::Sequencer {
