@@ -110,19 +110,29 @@ async fn transfers_keep_the_total_and_lose_no_update() {
             let rt = &runtimes[n % 2];
             let bank: Bank = rt.open("bank").unwrap();
             let attempts = AtomicU32::new(0);
+            let before = rt.transaction_stats();
             let done = transfer(rt, &bank, &account(from), &account(to), 10, &attempts)
                 .await
                 .unwrap();
             assert!(done);
+            let after = rt.transaction_stats();
             assert_eq!(
-                attempts.load(Ordering::SeqCst),
-                1,
+                after.aborts, before.aborts,
                 "transfer {n} aborted without a conflict"
+            );
+            assert_eq!(after.commits, before.commits + 1);
+            // The body runs once, or twice if a first read from behind the
+            // tail missed (a rerun, not an abort).
+            assert_eq!(
+                attempts.load(Ordering::SeqCst) as u64,
+                1 + after.reruns - before.reruns,
+                "transfer {n}"
             );
             *model.get_mut(&account(from)).unwrap() -= 10;
             *model.get_mut(&account(to)).unwrap() += 10;
         }
         let attempts = AtomicU32::new(0);
+        let before = runtimes[1].transaction_stats();
         let refused = transfer(
             &runtimes[1],
             &runtimes[1].open("bank").unwrap(),
@@ -134,7 +144,12 @@ async fn transfers_keep_the_total_and_lose_no_update() {
         .await
         .unwrap();
         assert!(!refused, "an overdraft was not refused");
-        assert_eq!(attempts.load(Ordering::SeqCst), 1);
+        let after = runtimes[1].transaction_stats();
+        assert_eq!(after.aborts, before.aborts);
+        assert_eq!(
+            attempts.load(Ordering::SeqCst) as u64,
+            1 + after.reruns - before.reruns
+        );
         for rt in &runtimes {
             assert_eq!(audit(rt, &rt.open("bank").unwrap()).await, model);
         }

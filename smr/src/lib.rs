@@ -119,7 +119,11 @@
 //!   ([`Txn::snapshot`] is the last address seen); every read of the
 //!   attempt ([`Txn::read`], [`Txn::read_keys`]) sees each object as of
 //!   exactly that address, so reads of several objects are consistent;
-//!   the views keep serving other readers and playback meanwhile;
+//!   the views keep serving other readers and playback meanwhile. (A
+//!   first attempt's first read may lower the snapshot to where its
+//!   object's view already is, so it need not wait for commits still in
+//!   flight; the commit's conflict check keeps that safe, and a read-only
+//!   attempt that did so runs again from the tail.)
 //! - reads put conflict keys in the read set: the whole object
 //!   ([`WHOLE_OBJECT`]) or parts of it (a hash of a map key, see
 //!   [`key_hash`]); writes ([`Txn::update`]) are buffered, applied to the
@@ -223,4 +227,4 @@ pub use object::{Object, StateMachine};
 pub use runtime::{
     Handle, Runtime, RuntimeOptions, PLAYBACK_BATCH_ADDRESSES_DEFAULT, TRANSACTION_RETRIES_DEFAULT,
 };
-pub use txn::Txn;
+pub use txn::{TransactionStats, Txn};

@@ -62,6 +62,8 @@ pub(crate) struct RuntimeInner {
     pub(crate) options: RuntimeOptions,
     /// The open views, by object name.
     views: Mutex<HashMap<String, Registered>>,
+    /// Transaction counts.
+    pub(crate) stats: crate::txn::StatsCounters,
 }
 
 struct Registered {
@@ -99,6 +101,7 @@ impl Runtime {
                 log: Arc::new(log),
                 id: rand::random(),
                 next_seq: AtomicU64::new(0),
+                stats: Default::default(),
                 options,
                 views: Mutex::new(HashMap::new()),
             }),

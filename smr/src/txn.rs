@@ -6,6 +6,17 @@
 //!   reads is read as of that address exactly: every entry of the object's
 //!   stream below `t` applied, none above (see `View::state_at`). Reads of
 //!   several objects are therefore consistent with each other.
+//! - **The first attempt reads from where the views are.** Entries below
+//!   the tail may still be on their way down their chains (other commits
+//!   in flight), and reading at the tail would wait for them. So the first
+//!   read of a first attempt may lower the snapshot to the point its
+//!   object's view has already applied (and moves the view on in the
+//!   background). This costs no correctness: a commit from that snapshot
+//!   is refused if anything it read was written after it, so a committed
+//!   transaction read what was current at its commit; and a read-only
+//!   attempt from a lowered snapshot, which has no commit to check, is run
+//!   again from the tail before its result is returned. Retries always
+//!   read at the tail.
 //! - **Read set, write set.** Each read names conflict keys of its object
 //!   (the whole object, or parts of it); each buffered write names the
 //!   keys its op writes ([`StateMachine::write_keys`] plus the whole-object
@@ -23,6 +34,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use corfu_core::client::ClientError;
@@ -46,14 +58,21 @@ use crate::runtime::{conflict_keys, Handle, Runtime, RuntimeInner};
 #[derive(Clone)]
 pub struct Txn {
     runtime: Arc<RuntimeInner>,
-    /// The log's tail when the attempt began: every entry below it is in
-    /// the snapshot, none at or above it.
-    tail: Address,
     state: Arc<Mutex<TxnState>>,
 }
 
 #[derive(Default)]
 struct TxnState {
+    /// Every entry below it is in the snapshot, none at or above it: the
+    /// log's tail when the attempt began, or lower if the first read fixed
+    /// it at the point its object's view had reached (see `lowerable`).
+    tail: Address,
+    /// Until the first read: the snapshot may be lowered to where the
+    /// first object read already is, so the attempt need not wait for
+    /// entries still being written below the tail.
+    lowerable: bool,
+    /// The snapshot was lowered below the tail the attempt began at.
+    lowered: bool,
     finished: bool,
     /// Per object read or written: a `TxObject<T>`.
     objects: BTreeMap<StreamId, Box<dyn Any + Send>>,
@@ -95,7 +114,7 @@ impl Txn {
     /// The snapshot: the last address of the log this attempt has seen
     /// (inclusive). Every read of the attempt is as of this address.
     pub fn snapshot(&self) -> Address {
-        self.tail.saturating_sub(1)
+        self.lock().tail.saturating_sub(1)
     }
 
     fn check<T: StateMachine>(&self, handle: &Handle<T>, state: &TxnState) -> Result<(), Error> {
@@ -145,10 +164,24 @@ impl Txn {
         T: StateMachine + Clone,
     {
         let stream = handle.view.stream;
-        let loaded = {
-            let state = self.lock();
+        let (loaded, tail) = {
+            let mut state = self.lock();
             self.check(handle, &state)?;
-            object::<T>(&state, stream)?.is_some_and(|o| o.state.is_some())
+            if std::mem::take(&mut state.lowerable) {
+                // The first read fixes the snapshot: where this object's
+                // view already is, if that is below the tail (nothing to
+                // wait for), and the view is moved on in the background.
+                let applied = handle.view.applied()?;
+                if applied > 0 && applied < state.tail {
+                    handle
+                        .view
+                        .advance_in_background(self.runtime.log.clone(), state.tail);
+                    state.tail = applied;
+                    state.lowered = true;
+                }
+            }
+            let loaded = object::<T>(&state, stream)?.is_some_and(|o| o.state.is_some());
+            (loaded, state.tail)
         };
         let fresh = if loaded {
             None
@@ -156,13 +189,13 @@ impl Txn {
             Some(
                 handle
                     .view
-                    .state_at(self.runtime.log.as_ref(), self.tail, T::clone)
+                    .state_at(self.runtime.log.as_ref(), tail, T::clone)
                     .await?,
             )
         };
         let mut state = self.lock();
         self.check(handle, &state)?;
-        let provisional = self.tail;
+        let provisional = state.tail;
         let entry = object_mut::<T>(&mut state, stream)?;
         if entry.state.is_none() {
             // Loaded by us (or, if another read of this attempt loaded it
@@ -205,7 +238,7 @@ impl Txn {
         let keys = conflict_keys(stream, T::write_keys(&op));
         let mut state = self.lock();
         self.check(handle, &state)?;
-        let provisional = self.tail;
+        let provisional = state.tail;
         let entry = object_mut::<T>(&mut state, stream)?;
         match entry.state.as_mut() {
             Some(copy) => copy.apply(op, provisional),
@@ -256,7 +289,41 @@ fn stream_clash(stream: StreamId) -> Error {
     }
 }
 
+/// Counts of a runtime's transactions since it was created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransactionStats {
+    /// Transactions committed (with at least one write).
+    pub commits: u64,
+    /// Attempts refused because something they read was written after
+    /// their snapshot (each is retried or ends in [`Error::Aborted`]).
+    pub aborts: u64,
+    /// Extra runs of a transaction's body after a first attempt that read
+    /// from behind the tail: read-only ones (always run again from the
+    /// tail) and refused ones. Not aborts.
+    pub reruns: u64,
+}
+
+/// The counters behind [`TransactionStats`].
+#[derive(Debug, Default)]
+pub(crate) struct StatsCounters {
+    pub(crate) commits: std::sync::atomic::AtomicU64,
+    pub(crate) aborts: std::sync::atomic::AtomicU64,
+    pub(crate) reruns: std::sync::atomic::AtomicU64,
+}
+
 impl Runtime {
+    /// How many transactions this runtime committed, how many attempts
+    /// were refused for a conflict, and how many extra runs reading from
+    /// behind the tail cost.
+    pub fn transaction_stats(&self) -> TransactionStats {
+        let s = &self.inner.stats;
+        TransactionStats {
+            commits: s.commits.load(Ordering::Relaxed),
+            aborts: s.aborts.load(Ordering::Relaxed),
+            reruns: s.reruns.load(Ordering::Relaxed),
+        }
+    }
+
     /// Runs `body` as a transaction over any objects of this runtime, and
     /// commits it; returns what the body returned once the commit is
     /// granted (or at once, for a transaction that wrote nothing).
@@ -267,7 +334,10 @@ impl Runtime {
     /// something the transaction read was written after its snapshot,
     /// `body` runs again from a new snapshot, up to
     /// [`RuntimeOptions::transaction_retries`](crate::RuntimeOptions::transaction_retries)
-    /// times; then the result is [`Error::Aborted`]. Nothing of a refused
+    /// times; then the result is [`Error::Aborted`]. (`body` may also run
+    /// once more when a first attempt read from behind the tail and missed;
+    /// see the module docs: that is not an abort, and is counted apart in
+    /// [`Runtime::transaction_stats`].) Nothing of a refused
     /// attempt is in the log. `body` must therefore have no effect outside
     /// the transaction that it would be wrong to repeat.
     ///
@@ -290,6 +360,8 @@ impl Runtime {
         };
         let attempts = self.inner.options.transaction_retries.saturating_add(1);
         let mut attempt = 0;
+        // The first attempt may read from where the views already are.
+        let mut lowerable = true;
         // The lowest snapshot the log will accept, as far as we know.
         let mut floor: Address = 0;
         loop {
@@ -308,8 +380,11 @@ impl Runtime {
             }
             let txn = Txn {
                 runtime: self.inner.clone(),
-                tail,
-                state: Arc::new(Mutex::new(TxnState::default())),
+                state: Arc::new(Mutex::new(TxnState {
+                    tail,
+                    lowerable: std::mem::take(&mut lowerable),
+                    ..TxnState::default()
+                })),
             };
             let result = body(txn.clone()).await;
             let state = {
@@ -320,6 +395,15 @@ impl Runtime {
             };
             let value = result?;
             if state.writes.is_empty() {
+                if state.lowered {
+                    // Read-only from a snapshot older than the attempt: it
+                    // could miss a write acknowledged before the
+                    // transaction began. Run it again from the tail (not a
+                    // retry: nothing conflicted).
+                    attempt -= 1;
+                    self.inner.stats.reruns.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 return Ok(value);
             }
             let streams: Vec<StreamId> = state.writes.keys().copied().collect();
@@ -329,14 +413,31 @@ impl Runtime {
                 reason: e.0,
             })?;
             let condition = TxnCondition {
-                snapshot: txn.snapshot(),
+                snapshot: state.tail.saturating_sub(1),
                 read_set: state.read_set.into_iter().collect(),
                 write_set: state.write_set.into_iter().collect(),
             };
             match log.append_conditional(payload, &streams, &condition).await {
-                Ok(_) => return Ok(value),
+                Ok(_) => {
+                    self.inner.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(ClientError::Aborted { conflict, address }) if state.lowered => {
+                    // Read from behind the tail and something it read had
+                    // changed meanwhile (perhaps before the transaction
+                    // began): not a conflict of this transaction, just a
+                    // guess that missed. Run again from the tail.
+                    tracing::debug!(
+                        ?conflict,
+                        address,
+                        "read from behind the tail; again from the tail"
+                    );
+                    attempt -= 1;
+                    self.inner.stats.reruns.fetch_add(1, Ordering::Relaxed);
+                }
                 Err(ClientError::Aborted { conflict, address }) => {
                     tracing::debug!(attempt, ?conflict, address, "transaction aborted");
+                    self.inner.stats.aborts.fetch_add(1, Ordering::Relaxed);
                     if conflict.is_none() {
                         // The floor (or an address lost to a hole filler,
                         // which is below the tail anyway).

@@ -31,7 +31,7 @@
 //!   O(1).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use corfu_core::types::{Address, StreamId};
@@ -65,6 +65,9 @@ pub(crate) struct View<T: StateMachine> {
     /// holder of `syncing` plays up to it, so callers queued behind it
     /// find their target covered instead of syncing one after another.
     wanted: AtomicU64,
+    /// A background playback (for transactions that read from where the
+    /// view is) is running.
+    advancing: AtomicBool,
     /// By tag sequence number: callers of this runtime waiting for the
     /// state their update finds.
     waiters: Mutex<HashMap<u64, Waiter<T>>>,
@@ -109,6 +112,7 @@ impl<T: StateMachine> View<T> {
             }),
             syncing: tokio::sync::Mutex::new(()),
             wanted: AtomicU64::new(0),
+            advancing: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
             cloner: OnceLock::new(),
         }
@@ -144,6 +148,38 @@ impl<T: StateMachine> View<T> {
             Some(e) => Err(e.clone()),
             None => Ok(played.next),
         }
+    }
+
+    /// The first address not applied yet (every entry of the stream below
+    /// it is), or the error that stopped the view.
+    pub(crate) fn applied(&self) -> Result<Address, Error> {
+        self.next()
+    }
+
+    /// Plays the view up to `target` in a task of its own, unless one
+    /// already runs or the view is there (or there is no tokio runtime).
+    /// Errors are left for the next caller that needs the view to meet.
+    pub(crate) fn advance_in_background(
+        self: &Arc<Self>,
+        log: Arc<dyn SharedLog>,
+        target: Address,
+    ) {
+        if self.next().map_or(true, |next| next >= target)
+            || self.advancing.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.advancing.store(false, Ordering::Release);
+            return;
+        };
+        let view = self.clone();
+        runtime.spawn(async move {
+            if let Err(error) = view.sync_to(log.as_ref(), target).await {
+                tracing::debug!(object = %view.name, %error, "background playback failed");
+            }
+            view.advancing.store(false, Ordering::Release);
+        });
     }
 
     /// Plays the stream forward until every entry below `target` is
@@ -277,24 +313,18 @@ impl<T: StateMachine> View<T> {
     ) -> Result<T, Error> {
         // Every caller passes `T::clone`: whichever sets it, it is the same.
         let _ = self.cloner.set(clone);
-        if self.next()? <= at {
+        if self.next()? < at {
             self.wanted.fetch_max(at, Ordering::Relaxed);
             let _syncing = self.syncing.lock().await;
-            if self.next()? <= at {
-                self.sync_locked(log, at).await?;
-                let played = self.played.read().map_err(|e| self.poisoned(e))?;
-                if let Some(e) = &played.failed {
-                    return Err(e.clone());
-                }
-                if played.next == at {
-                    return Ok(clone(&played.state));
-                }
-            }
+            self.sync_locked(log, at).await?;
         }
         let (mut from, mut state, kept) = {
             let played = self.played.read().map_err(|e| self.poisoned(e))?;
             if let Some(e) = &played.failed {
                 return Err(e.clone());
+            }
+            if played.next == at {
+                return Ok(clone(&played.state));
             }
             let (from, state) = played
                 .versions

@@ -17,7 +17,9 @@ use crate::wire::logunit::{
     AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, StreamHeader,
     WriteOutcome,
 };
-use crate::wire::sequencer::{ConflictKey, SequencerRequest, SequencerResponse, TxnCondition};
+use crate::wire::sequencer::{
+    ConditionalToken, ConflictKey, SequencerRequest, SequencerResponse, TokenOutcome, TxnCondition,
+};
 use crate::wire::{Request, Response};
 
 /// The most conflict keys one batched token carries: keyed appends whose
@@ -36,6 +38,9 @@ pub(crate) struct Job {
     /// a conditional append with an empty read set, which never aborts).
     /// Sorted, without duplicates.
     keys: Vec<ConflictKey>,
+    /// A transaction's commit: granted only if the condition holds (its
+    /// read set is not empty; see [`Job::committing`]).
+    condition: Option<TxnCondition>,
 }
 
 impl Job {
@@ -57,7 +62,15 @@ impl Job {
             payload,
             streams,
             keys: Vec::new(),
+            condition: None,
         })
+    }
+
+    /// This job is a transaction's commit: it takes a conditional token of
+    /// its own (batched with other commits in one request).
+    pub(crate) fn committing(mut self, condition: &TxnCondition) -> Job {
+        self.condition = Some(condition.clone());
+        self
     }
 
     /// This job also records `keys` as written at its address.
@@ -70,7 +83,11 @@ impl Job {
     }
 
     fn bytes(&self) -> usize {
-        self.payload.len() + 32 * self.streams.len() + 16 * self.keys.len()
+        let condition = self
+            .condition
+            .as_ref()
+            .map_or(0, |c| 24 * (c.read_set.len() + c.write_set.len()));
+        self.payload.len() + 32 * self.streams.len() + 16 * self.keys.len() + condition
     }
 }
 
@@ -215,36 +232,6 @@ impl Inner {
             .collect()
     }
 
-    /// Appends one entry with a conditional token (a transaction's commit):
-    /// granted only if no key of the condition's read set was written after
-    /// its snapshot. An abort, or losing the granted address to a hole
-    /// filler, is `ClientError::Aborted`: nothing of it is in the log, and
-    /// the caller retries from a new snapshot.
-    pub(crate) async fn append_conditional(
-        &self,
-        job: Job,
-        condition: &TxnCondition,
-    ) -> Result<Address, ClientError> {
-        let deadline = Instant::now() + self.options.operation_timeout();
-        let jobs = [job];
-        let placed = self
-            .token_for(&jobs, &jobs[0].streams, &[0], Some(condition), deadline)
-            .await?;
-        let address = placed.first().map_or(0, |p| p.write.address);
-        match self.write_placed(placed, deadline).await.pop() {
-            Some((_, address, Ok(true))) => Ok(address),
-            Some((_, address, Ok(false))) => Err(ClientError::Aborted {
-                conflict: None,
-                address,
-            }),
-            Some((_, _, Err(e))) => Err(e),
-            None => Err(ClientError::Aborted {
-                conflict: None,
-                address,
-            }),
-        }
-    }
-
     /// Takes one token per set of streams among `todo` (and, for keyed
     /// appends, per at most [`TOKEN_KEYS_MAX`] conflict keys) and builds
     /// each entry with its address and backpointers.
@@ -255,8 +242,13 @@ impl Inner {
         deadline: Instant,
     ) -> Vec<(Vec<usize>, Result<Vec<Placed>, ClientError>)> {
         let mut by_streams: HashMap<&[StreamId], Vec<usize>> = HashMap::new();
+        let mut commits = Vec::new();
         for &job in todo {
-            by_streams.entry(&jobs[job].streams).or_default().push(job);
+            if jobs[job].condition.is_some() {
+                commits.push(job);
+            } else {
+                by_streams.entry(&jobs[job].streams).or_default().push(job);
+            }
         }
         let groups = by_streams
             .into_iter()
@@ -265,9 +257,107 @@ impl Inner {
             let placed = self
                 .token_for(jobs, streams, &group, condition.as_ref(), deadline)
                 .await;
-            (group, placed)
+            vec![(group, placed)]
         });
-        join_all(requests).await
+        let (mut out, commits) = tokio::join!(
+            join_all(requests),
+            self.commit_tokens(jobs, commits, deadline)
+        );
+        out.push(commits);
+        out.into_iter().flatten().collect()
+    }
+
+    /// Takes one conditional token for each of `commits` in one request;
+    /// each refused one is answered at once, each granted one placed.
+    async fn commit_tokens(
+        &self,
+        jobs: &[Job],
+        commits: Vec<usize>,
+        deadline: Instant,
+    ) -> Vec<(Vec<usize>, Result<Vec<Placed>, ClientError>)> {
+        if commits.is_empty() {
+            return Vec::new();
+        }
+        let tokens: Vec<ConditionalToken> = commits
+            .iter()
+            .filter_map(|&job| {
+                let condition = jobs[job].condition.clone()?;
+                Some(ConditionalToken {
+                    streams: jobs[job].streams.clone(),
+                    condition,
+                })
+            })
+            .collect();
+        let mut pause = Duration::from_millis(2);
+        let (outcomes, epoch) = loop {
+            let routes = self.routes.load_full();
+            let request = SequencerRequest::Tokens {
+                tokens: tokens.clone(),
+            };
+            let why = match self.sequencer_call(&routes, request).await {
+                Ok(SequencerResponse::Tokens(outcomes)) if outcomes.len() == tokens.len() => {
+                    break (outcomes, routes.epoch())
+                }
+                Ok(other) => {
+                    let e = ClientError::Unexpected {
+                        addr: "sequencer".into(),
+                        answer: format!("{other:?}"),
+                    };
+                    return vec![(commits, Err(e))];
+                }
+                Err(Attempt::Fatal(e)) => return vec![(commits, Err(e))],
+                Err(Attempt::Stale(epoch)) => match self.refresh(epoch, deadline).await {
+                    Ok(()) => continue,
+                    Err(e) => return vec![(commits, Err(e))],
+                },
+                Err(Attempt::Transient(why)) => why,
+            };
+            if let Err(e) = self.backoff(&mut pause, deadline, why).await {
+                return vec![(commits, Err(e))];
+            }
+        };
+        let mut out = Vec::with_capacity(commits.len());
+        let mut granted_max = 0;
+        for (job, outcome) in commits.into_iter().zip(outcomes) {
+            let result = match outcome {
+                TokenOutcome::Granted { address, previous } => {
+                    granted_max = granted_max.max(address + 1);
+                    Ok(vec![Placed {
+                        job,
+                        write: AddressedEntry {
+                            address,
+                            entry: Entry {
+                                streams: jobs[job]
+                                    .streams
+                                    .iter()
+                                    .map(|&stream| StreamHeader {
+                                        stream,
+                                        backpointer: previous
+                                            .iter()
+                                            .find(|(s, _)| *s == stream)
+                                            .and_then(|(_, bp)| *bp),
+                                    })
+                                    .collect(),
+                                payload: jobs[job].payload.clone(),
+                            },
+                        },
+                        maybe_written: false,
+                        epoch,
+                    }])
+                }
+                TokenOutcome::Aborted { key, address } => Err(ClientError::Aborted {
+                    conflict: key,
+                    address,
+                }),
+                TokenOutcome::Refused { message } => Err(ClientError::InvalidArgument(format!(
+                    "the sequencer refused the commit: {message}"
+                ))),
+            };
+            out.push((vec![job], result));
+        }
+        self.known_tail
+            .fetch_max(granted_max, std::sync::atomic::Ordering::Relaxed);
+        out
     }
 
     async fn token_for(

@@ -708,13 +708,18 @@ impl LogClient {
     /// at its address. Otherwise [`ClientError::Aborted`] and nothing is in
     /// the log.
     ///
+    /// Commits go through the batching queue like [`LogClient::append`]:
+    /// the commits of one batch share one sequencer request (each judged on
+    /// its own, in order) and one write per chain member. A commit whose
+    /// granted address a hole filler took is judged again with a new token
+    /// (nothing of it was in the log), at most `append_retries_max` times.
+    ///
     /// A condition with an empty read set cannot fail: such a *keyed
     /// append* (every write of a replicated object outside a transaction)
-    /// goes through the batching queue like [`LogClient::append`], its keys
-    /// recorded at the last address of its batch's token (a few addresses
-    /// late at most, which can only abort a transaction that might have
-    /// committed), and, like a plain append, it takes a new token if a hole
-    /// filler took its address.
+    /// is batched with plain appends of its streams, its keys recorded at
+    /// the last address of its batch's token (a few addresses late at
+    /// most, which can only abort a transaction that might have
+    /// committed).
     pub async fn append_conditional(
         &self,
         payload: Vec<u8>,
@@ -722,10 +727,12 @@ impl LogClient {
         condition: &TxnCondition,
     ) -> Result<Address, ClientError> {
         let job = Job::new(payload, streams, self.inner.options.entry_bytes_max)?;
-        if condition.read_set.is_empty() {
-            return self.append_job(job.with_keys(&condition.write_set)).await;
-        }
-        self.inner.append_conditional(job, condition).await
+        let job = if condition.read_set.is_empty() {
+            job.with_keys(&condition.write_set)
+        } else {
+            job.committing(condition)
+        };
+        self.append_job(job).await
     }
 
     /// Appends several entries in one batch (split by the batch limits);

@@ -68,7 +68,9 @@ use std::collections::HashMap;
 use roaring::RoaringTreemap;
 
 use crate::types::{Address, Epoch, StreamId};
-use crate::wire::sequencer::{SequencerRequest, SequencerResponse, TxnCondition};
+use crate::wire::sequencer::{
+    ConditionalToken, SequencerRequest, SequencerResponse, TokenOutcome, TxnCondition,
+};
 use crate::wire::{Response, ServerErrorKind};
 use conflicts::ConflictTable;
 
@@ -173,6 +175,7 @@ impl Sequencer {
                 streams,
                 condition,
             } => self.token(epoch, count, &streams, condition.as_ref()),
+            SequencerRequest::Tokens { tokens } => self.tokens(epoch, &tokens),
             SequencerRequest::Tail { streams } => self.tail(&streams),
             SequencerRequest::StreamAddresses { stream, from, to } => {
                 self.stream_addresses(stream, from, to)
@@ -249,6 +252,41 @@ impl Sequencer {
             count,
             previous,
         })
+    }
+
+    /// A batch of conditional tokens of one address each, judged in order:
+    /// each outcome is what a lone conditional `Token` would have answered.
+    fn tokens(&mut self, epoch: Epoch, tokens: &[ConditionalToken]) -> Response {
+        if !self.bootstrapped {
+            return self.not_ready();
+        }
+        if tokens.is_empty() || tokens.len() > self.config.token_count_max as usize {
+            return invalid(format!(
+                "{} tokens in one request, outside 1..={}",
+                tokens.len(),
+                self.config.token_count_max
+            ));
+        }
+        let mut outcomes = Vec::with_capacity(tokens.len());
+        for t in tokens {
+            let outcome = match self.token(epoch, 1, &t.streams, Some(&t.condition)) {
+                Response::Sequencer(SequencerResponse::Token {
+                    start, previous, ..
+                }) => TokenOutcome::Granted {
+                    address: start,
+                    previous,
+                },
+                Response::Sequencer(SequencerResponse::Abort { key, address }) => {
+                    TokenOutcome::Aborted { key, address }
+                }
+                Response::Error(e) => TokenOutcome::Refused { message: e.message },
+                other => TokenOutcome::Refused {
+                    message: format!("unexpected outcome {other:?}"),
+                },
+            };
+            outcomes.push(outcome);
+        }
+        Response::Sequencer(SequencerResponse::Tokens(outcomes))
     }
 
     fn tail(&self, streams: &[StreamId]) -> Response {

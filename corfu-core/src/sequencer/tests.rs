@@ -787,3 +787,65 @@ fn rule_restarted_sequencer_waits_for_bootstrap() {
         (1_000, vec![(stream(1), Some(999))])
     );
 }
+
+/// Rule: a batch of conditional tokens is judged in order, each as a lone
+/// conditional token would be: a commit that conflicts with one earlier in
+/// the same batch aborts, naming it; malformed ones are refused alone.
+#[test]
+fn rule_batched_commits_are_judged_one_after_another() {
+    let mut seq = sequencer();
+    let (s, t) = (stream(1), stream(2));
+    grant(&mut seq, 0, 5, &[s]); // addresses 0..5
+    let commit =
+        |streams: Vec<StreamId>, read: &[ConflictKey], write: &[ConflictKey]| ConditionalToken {
+            streams,
+            condition: TxnCondition {
+                snapshot: 4,
+                read_set: read.to_vec(),
+                write_set: write.to_vec(),
+            },
+        };
+    let too_many_streams: Vec<StreamId> = (0..100).map(stream).collect();
+    let tokens = vec![
+        commit(vec![s], &[key(1, 7)], &[key(1, 7)]),
+        commit(vec![s, t], &[key(1, 7)], &[key(1, 8)]), // read 7 after the first wrote it
+        commit(vec![t], &[key(2, 1)], &[key(2, 1)]),
+        commit(too_many_streams, &[key(3, 1)], &[]),
+    ];
+    let outcomes = match answer(seq.handle(0, SequencerRequest::Tokens { tokens })) {
+        SequencerResponse::Tokens(o) => o,
+        other => panic!("expected outcomes, got {other:?}"),
+    };
+    assert_eq!(outcomes.len(), 4);
+    assert_eq!(
+        outcomes[0],
+        TokenOutcome::Granted {
+            address: 5,
+            previous: vec![(s, Some(4))]
+        }
+    );
+    assert_eq!(
+        outcomes[1],
+        TokenOutcome::Aborted {
+            key: Some(key(1, 7)),
+            address: 5
+        }
+    );
+    // The abort took no address: the next commit gets 6.
+    assert_eq!(
+        outcomes[2],
+        TokenOutcome::Granted {
+            address: 6,
+            previous: vec![(t, None)]
+        }
+    );
+    assert!(
+        matches!(&outcomes[3], TokenOutcome::Refused { message } if message.contains("streams"))
+    );
+    // The grants are in the stream index like any token's.
+    assert_eq!(addresses(&mut seq, s, 0, 10), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(addresses(&mut seq, t, 0, 10), vec![6]);
+    // An empty batch is refused as a whole.
+    let empty = seq.handle(0, SequencerRequest::Tokens { tokens: vec![] });
+    assert_eq!(error_kind(&empty), Some(ServerErrorKind::InvalidRequest));
+}

@@ -32,6 +32,41 @@ pub struct TxnCondition {
     pub write_set: Vec<ConflictKey>,
 }
 
+/// One conditional token of a [`SequencerRequest::Tokens`] batch: one
+/// address for `streams`, granted if `condition` holds.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ConditionalToken {
+    /// Streams the address belongs to.
+    pub streams: Vec<StreamId>,
+    /// The transaction's condition.
+    pub condition: TxnCondition,
+}
+
+/// What became of one token of a [`SequencerRequest::Tokens`] batch.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub enum TokenOutcome {
+    /// Granted `address`; per requested stream, its tail before.
+    Granted {
+        /// The granted address.
+        address: Address,
+        /// Per requested stream, its tail before this grant.
+        previous: Vec<(StreamId, Option<Address>)>,
+    },
+    /// The condition does not hold (as [`SequencerResponse::Abort`]).
+    Aborted {
+        /// The conflicting key, if the abort is due to one key.
+        key: Option<ConflictKey>,
+        /// Where the conflicting write happened (or the floor).
+        address: Address,
+    },
+    /// The token is malformed (too many streams or keys); the message says
+    /// why.
+    Refused {
+        /// Why.
+        message: String,
+    },
+}
+
 /// A request to the sequencer.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum SequencerRequest {
@@ -43,6 +78,13 @@ pub enum SequencerRequest {
         streams: Vec<StreamId>,
         /// If set, grant only if the condition holds (transaction commit).
         condition: Option<TxnCondition>,
+    },
+    /// Several conditional tokens of one address each, judged one after
+    /// the other in order (a batch of transaction commits): each is granted
+    /// or refused as a lone `Token` with its condition would be.
+    Tokens {
+        /// The tokens wanted, in order.
+        tokens: Vec<ConditionalToken>,
     },
     /// Answer the global tail and the tails of `streams` without granting.
     Tail {
@@ -79,6 +121,7 @@ impl SequencerRequest {
     pub fn kind(&self) -> &'static str {
         match self {
             SequencerRequest::Token { .. } => "sequencer.token",
+            SequencerRequest::Tokens { .. } => "sequencer.tokens",
             SequencerRequest::Tail { .. } => "sequencer.tail",
             SequencerRequest::StreamAddresses { .. } => "sequencer.stream_addresses",
             SequencerRequest::Seal { .. } => "sequencer.seal",
@@ -109,6 +152,8 @@ pub enum SequencerResponse {
         /// Where the conflicting write happened (or the floor).
         address: Address,
     },
+    /// Answer to `Tokens`: one outcome per token, in order.
+    Tokens(Vec<TokenOutcome>),
     /// Answer to `Tail`: the next address to be granted, and per stream its
     /// last address.
     Tail {
