@@ -9,6 +9,12 @@
 //! layout, appends went on, every append was acknowledged, the history
 //! check passes, and the surviving replicas agree.
 //!
+//! Two more tests drive reconfigurations by hand: a killed unit restarted
+//! on its stale data directory is fenced, then added back with `corfu
+//! layout add-node` (state transfer, two epochs); and a layout server is
+//! killed as a node removal starts, leaving two of three to decide it and
+//! the addition after it.
+//!
 //! The tests take turns (a lock): they measure stalls, and five node
 //! processes per test are enough load for one machine.
 
@@ -22,14 +28,15 @@ use corfu::cluster::Shape;
 use corfu::core::client::{LogClient, LogClientOptions};
 use corfu::core::client_config::ClientConfig;
 use corfu::core::layout::Layout;
+use corfu::core::layout::NodeAddr;
 use corfu::core::logunit::SyncPolicy;
-use corfu::core::reconfig::Reconfigurer;
+use corfu::core::reconfig::{Change, Reconfigurer};
 use corfu::core::types::{Address, StreamId};
 use corfu::core::wire::logunit::{AddressedEntry, Entry, LogUnitRequest};
-use corfu::core::wire::{Request, Response};
+use corfu::core::wire::{Request, Response, ServerErrorKind};
 use corfu::local::{init, InitOptions};
 use support::history::{check_replicas, History, Outcome};
-use support::{spawn_node_process, within, NodeProcess};
+use support::{corfu_command, spawn_node_process, within, NodeProcess};
 
 /// The detector's failure timeout in these tests.
 const FAILURE_TIMEOUT_MS: u64 = 300;
@@ -40,17 +47,74 @@ static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 struct Cluster {
     _dir: tempfile::TempDir,
     nodes: Vec<NodeProcess>,
+    /// Each node's config file.
+    node_configs: Vec<std::path::PathBuf>,
+    /// A client config file naming the nodes where they really listen
+    /// (for the `corfu layout` commands).
+    cluster_toml: std::path::PathBuf,
     config: ClientConfig,
     first: Layout,
 }
 
+impl Cluster {
+    /// Starts node `k` (1-based) again from its config and data directory,
+    /// on the address it had (its process must have exited).
+    fn restart(&mut self, k: usize) {
+        let config = &self.node_configs[k - 1];
+        let text = std::fs::read_to_string(config).unwrap();
+        let any = "listen = \"127.0.0.1:0\"";
+        assert!(text.contains(any), "{text}");
+        let text = text.replace(any, &format!("listen = \"{}\"", self.nodes[k - 1].addr));
+        std::fs::write(config, text).unwrap();
+        let _ = self.nodes[k - 1].child.wait();
+        self.nodes[k - 1] = spawn_node_process(config);
+    }
+}
+
+/// How a test's cluster is set up.
+struct Setup<'a> {
+    /// The 1-based nodes hosting a sequencer (in layout order: the first
+    /// is active).
+    sequencers: &'a [usize],
+    /// Nodes require client certificates from the cluster CA (the
+    /// detectors present their node certificates; the test client borrows
+    /// n5's).
+    client_auth: bool,
+    /// The nodes' failure detectors are on.
+    detectors: bool,
+    /// The 1-based nodes hosting a layout server (the others do not).
+    layout_servers: &'a [usize],
+    /// The nodes' `transport.connect_timeout_ms`, if not the default.
+    node_connect_timeout_ms: Option<u64>,
+}
+
 /// Five nodes; `sequencers` are the 1-based nodes hosting a sequencer (in
 /// layout order: the first is active). Bootstrapped with one chain of
-/// three.
+/// three. Every node is a layout server and runs its failure detector.
 /// With `client_auth`, nodes require client certificates from the cluster
 /// CA (the detectors present their node certificates; the test client
 /// borrows n5's).
 async fn start_cluster(sequencers: &[usize], client_auth: bool) -> Cluster {
+    start_cluster_with(Setup {
+        sequencers,
+        client_auth,
+        detectors: true,
+        layout_servers: &[1, 2, 3, 4, 5],
+        node_connect_timeout_ms: None,
+    })
+    .await
+}
+
+/// Five nodes, bootstrapped with one chain of three (n1 -> n2 -> n3), as
+/// `setup` says.
+async fn start_cluster_with(setup: Setup<'_>) -> Cluster {
+    let Setup {
+        sequencers,
+        client_auth,
+        detectors,
+        layout_servers,
+        node_connect_timeout_ms,
+    } = setup;
     let dir = tempfile::tempdir().unwrap();
     let report = init(&InitOptions {
         nodes: 5,
@@ -73,17 +137,27 @@ async fn start_cluster(sequencers: &[usize], client_auth: bool) -> Cluster {
                 "roles = [\"layout_server\", \"log_unit\", \"sequencer\"",
             );
         }
+        if !layout_servers.contains(&k) {
+            assert!(text.contains("roles = [\"layout_server\", "), "{text}");
+            text = text.replace("roles = [\"layout_server\", ", "roles = [");
+        }
         if client_auth {
             assert!(text.contains("[tls]\n"), "{text}");
             text = text.replace("[tls]\n", "[tls]\nclient_auth = true\n");
         }
-        text.push_str(&format!(
-            "\n[failure_detector]\nenabled = true\nfailure_timeout_ms = {FAILURE_TIMEOUT_MS}\nprobe_interval_ms = 50\n"
-        ));
+        if let Some(ms) = node_connect_timeout_ms {
+            text.push_str(&format!("\n[transport]\nconnect_timeout_ms = {ms}\n"));
+        }
+        if detectors {
+            text.push_str(&format!(
+                "\n[failure_detector]\nenabled = true\nfailure_timeout_ms = {FAILURE_TIMEOUT_MS}\nprobe_interval_ms = 50\n"
+            ));
+        }
         std::fs::write(&node.config, text).unwrap();
         nodes.push(spawn_node_process(&node.config));
     }
     let mut config = ClientConfig::load(&report.cluster_config).unwrap();
+    // The bootstrap asks every node who it is.
     config.layout_servers = nodes.iter().map(|n| n.addr.clone()).collect();
     if client_auth {
         let n5 = report.nodes[4].config.parent().unwrap().join("tls");
@@ -112,6 +186,28 @@ async fn start_cluster(sequencers: &[usize], client_auth: bool) -> Cluster {
     let expected: Vec<_> = sequencers.iter().map(|k| format!("n{k}")).collect();
     assert_eq!(ids, expected);
     assert_eq!(chain_ids(&first), ["n1", "n2", "n3"]);
+    // From now on only the layout servers are asked for layouts.
+    config.layout_servers = layout_servers
+        .iter()
+        .map(|k| nodes[k - 1].addr.clone())
+        .collect();
+    let listed: Vec<String> = config
+        .layout_servers
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect();
+    let text = std::fs::read_to_string(&report.cluster_config).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("layout_servers = "))
+        .unwrap()
+        .to_string();
+    let cluster_toml = report.cluster_config.with_file_name("cluster-live.toml");
+    std::fs::write(
+        &cluster_toml,
+        text.replace(&line, &format!("layout_servers = [{}]", listed.join(", "))),
+    )
+    .unwrap();
     // Clients give up on an unanswered request after 300 ms and retry (with
     // the layout re-read), so a dead peer stalls them about as long as the
     // detector takes.
@@ -125,6 +221,8 @@ async fn start_cluster(sequencers: &[usize], client_auth: bool) -> Cluster {
     Cluster {
         _dir: dir,
         nodes,
+        node_configs: report.nodes.iter().map(|n| n.config.clone()).collect(),
+        cluster_toml,
         config,
         first,
     }
@@ -450,4 +548,222 @@ async fn a_paused_node_is_removed_and_fenced_when_it_resumes() {
         .flat_map(|s| &s.stripes)
         .flat_map(|s| &s.chain)
         .any(|n| n.node_id == "n3"));
+}
+
+/// Every chain of every segment of `layout`, as node ids.
+fn all_chains(layout: &Layout) -> Vec<Vec<String>> {
+    layout
+        .segments
+        .iter()
+        .flat_map(|s| &s.stripes)
+        .map(|s| s.chain.iter().map(|n| n.node_id.clone()).collect())
+        .collect()
+}
+
+/// A write of `epoch` to `unit`, at an address nobody uses.
+fn stray_write(epoch: u64) -> (u64, Request) {
+    (
+        epoch,
+        Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
+            address: 1 << 40,
+            entry: Entry {
+                streams: vec![],
+                payload: b"stale".to_vec(),
+            },
+        })),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_unit_restarted_on_stale_data_is_fenced_then_added_back() {
+    let _turn = TURN.lock().await;
+    // The detectors' probes of the dead n2 leave connection attempts
+    // pending for the nodes' connect timeout, and probes of the n2 that
+    // comes back at the same address wait behind them (3 s by default):
+    // long enough for the detectors to remove it again right after it is
+    // added back. A timeout like the clients' keeps that window shorter
+    // than the time n2 stays away.
+    let mut cluster = start_cluster_with(Setup {
+        sequencers: &[1],
+        client_auth: false,
+        detectors: true,
+        layout_servers: &[1, 2, 3, 4, 5],
+        node_connect_timeout_ms: Some(300),
+    })
+    .await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the kill").await;
+    cluster.nodes[1].child.kill().unwrap();
+    let (moved_on, _) = removed(&cluster.config, "n2").await;
+    load.resume(300, "appends while n2 is dead").await;
+
+    // Back on its data directory, which misses everything since the kill:
+    // it was never sealed into the new epoch, so it serves none of it.
+    cluster.restart(2);
+    let n2 = cluster.nodes[1].addr.clone();
+    let endpoint = cluster.config.endpoint().unwrap();
+    let (epoch, write) = stray_write(moved_on.epoch);
+    for request in [Request::LogUnit(LogUnitRequest::Read { address: 0 }), write] {
+        let answer = endpoint.peer(&n2).call(epoch, request).await.unwrap();
+        assert!(
+            matches!(&answer, Response::Error(e) if e.kind == ServerErrorKind::Unavailable
+                && e.message.contains("not sealed at epoch")),
+            "{answer:?}"
+        );
+    }
+    load.resume(100, "appends with n2 restarted").await;
+
+    // Added back by hand while the appenders run: its address comes from
+    // the layout (it is still a layout server).
+    let config_path = cluster.cluster_toml.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        corfu_command()
+            .args(["layout", "add-node", "n2", "--json", "--cluster"])
+            .arg(&config_path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "add-node failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let added = &done["added"];
+    let transfer = &added["state_transfer"];
+    eprintln!(
+        "add-node n2 (restarted on stale data): {:.1} ms in all; epoch {} joined the open segment in {:.1} ms; \
+         state transfer of {} addresses ({} copied, {} already held) in {:.1} ms; epoch {} joined the older chains in {:.1} ms",
+        done["elapsed_ms"].as_f64().unwrap(),
+        added["joined_open_segment"]["epoch"],
+        added["joined_open_segment"]["elapsed_ms"].as_f64().unwrap(),
+        transfer["addresses"],
+        transfer["copied"],
+        transfer["already_held"],
+        transfer["elapsed_ms"].as_f64().unwrap(),
+        added["joined_older_segments"]["epoch"],
+        added["joined_older_segments"]["elapsed_ms"].as_f64().unwrap(),
+    );
+    assert!(transfer["copied"].as_u64().unwrap() > 0);
+    assert!(transfer["already_held"].as_u64().unwrap() > 0);
+    load.resume(300, "appends after n2 is back").await;
+
+    let last = load.finish(&cluster.config).await;
+    if chain_ids(&last) != ["n1", "n3", "n2"] {
+        // Who changed the layout after n2 came back: the nodes' logs.
+        let mut lines = Vec::new();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            for line in node.stderr.lock().unwrap().iter().map(|l| plain(l)) {
+                if line.contains("detector") {
+                    lines.push(format!("{line} [n{}]", i + 1));
+                }
+            }
+        }
+        lines.sort();
+        eprintln!("node logs:\n{}", lines.join("\n"));
+    }
+    assert_eq!(chain_ids(&last), ["n1", "n3", "n2"], "{last:?}");
+    assert!(
+        all_chains(&last).iter().all(|c| c == &["n1", "n3", "n2"]),
+        "n2 is a member of every segment's chain: {last:?}"
+    );
+    // Clients of epoch 1 are fenced by n2 too.
+    let (_, write) = stray_write(1);
+    let stale = endpoint.peer(&n2).call(1, write).await.unwrap();
+    assert!(
+        matches!(stale, Response::WrongEpoch { current } if current >= last.epoch),
+        "{stale:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_layout_server_killed_as_a_reconfiguration_starts_leaves_a_majority_to_decide() {
+    let _turn = TURN.lock().await;
+    // Layout servers n3, n4, n5; the chain n1 -> n2 -> n3; no detectors,
+    // the test reconfigures by hand.
+    let mut cluster = start_cluster_with(Setup {
+        sequencers: &[1],
+        client_auth: false,
+        detectors: false,
+        layout_servers: &[3, 4, 5],
+        node_connect_timeout_ms: None,
+    })
+    .await;
+    let servers: Vec<&str> = cluster
+        .first
+        .layout_servers
+        .iter()
+        .map(|n| n.node_id.as_str())
+        .collect();
+    assert_eq!(servers, ["n3", "n4", "n5"]);
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the reconfiguration").await;
+
+    let engine = Reconfigurer::new(
+        cluster.config.endpoint().unwrap(),
+        cluster.config.layout_servers.clone(),
+    );
+    let n4 = &mut cluster.nodes[3];
+    let remove = Change::RemoveNode("n2".into());
+    let (removed, ()) = tokio::join!(
+        within(15, "removing n2 while n4 dies", engine.reconfigure(&remove)),
+        async { n4.child.kill().unwrap() }
+    );
+    let removed = removed.unwrap();
+    eprintln!(
+        "remove-node n2 with layout server n4 killed as it started: epoch {} in {:?}",
+        removed.layout.epoch, removed.elapsed
+    );
+    assert_eq!(removed.layout.epoch, 2);
+    assert_eq!(chain_ids(&removed.layout), ["n1", "n3"]);
+    load.resume(300, "appends after the removal").await;
+
+    // n2 comes back while n4 is still dead.
+    let n2 = NodeAddr {
+        node_id: "n2".into(),
+        addr: cluster.nodes[1].addr.clone(),
+    };
+    let added = within(
+        30,
+        "adding n2 back with two of three layout servers",
+        engine.reconfigure(&Change::AddNode {
+            node: n2,
+            stripe: false,
+        }),
+    )
+    .await
+    .unwrap();
+    let steps = added.added.as_ref().unwrap();
+    eprintln!(
+        "add-node n2 with n4 dead: epoch {} in {:?} (open segment {:?}, transfer of {} addresses in {:?}, older chains {:?})",
+        added.layout.epoch,
+        added.elapsed,
+        steps.joined_open,
+        steps.transfer.addresses,
+        steps.transfer.elapsed,
+        steps.joined_older
+    );
+    assert_eq!(added.layout.epoch, 4);
+    load.resume(300, "appends after n2 is back").await;
+
+    let last = load.finish(&cluster.config).await;
+    assert_eq!(last.epoch, 4);
+    assert!(
+        all_chains(&last).iter().all(|c| c == &["n1", "n3", "n2"]),
+        "{last:?}"
+    );
+    // A client still at epoch 1 is fenced.
+    let (epoch, write) = stray_write(cluster.first.epoch);
+    let stale = cluster
+        .config
+        .endpoint()
+        .unwrap()
+        .peer(&cluster.nodes[0].addr)
+        .call(epoch, write)
+        .await
+        .unwrap();
+    assert_eq!(stale, Response::WrongEpoch { current: 4 });
 }

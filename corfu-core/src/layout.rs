@@ -302,6 +302,38 @@ impl Layout {
         Ok(next)
     }
 
+    /// Merges every run of adjacent segments whose stripes are identical
+    /// (same number, same chains in the same order) into one segment from
+    /// the first one's start to the last one's end. No address changes its
+    /// chain: `a % n` over identical stripes picks the same chain in either
+    /// segment. Used once a unit added by state transfer has joined the
+    /// older segments' chains, so the layout does not keep one segment per
+    /// reconfiguration forever.
+    pub fn merge_identical_segments(&mut self) {
+        let mut merged: Vec<Segment> = Vec::with_capacity(self.segments.len());
+        for segment in self.segments.drain(..) {
+            match merged.last_mut() {
+                Some(previous)
+                    if previous.stripes == segment.stripes
+                        && previous.end == Some(segment.start) =>
+                {
+                    previous.end = segment.end;
+                }
+                _ => merged.push(segment),
+            }
+        }
+        self.segments = merged;
+    }
+
+    /// Whether `node_id` is a member of any chain of any segment.
+    pub fn is_log_unit(&self, node_id: &str) -> bool {
+        self.segments
+            .iter()
+            .flat_map(|s| &s.stripes)
+            .flat_map(|s| &s.chain)
+            .any(|n| n.node_id == node_id)
+    }
+
     /// Checks the layout's rules: a real cluster id, epoch at least 1, at
     /// least one layout server and one sequencer (each listed once),
     /// segments contiguous from the first one's start (which may be any
@@ -870,6 +902,43 @@ mod tests {
             layout().with_new_segment(300, vec![]),
             Err(LayoutError::NoStripes { segment: 2 })
         );
+    }
+
+    #[test]
+    fn merging_identical_segments_moves_no_address() {
+        let mut l = layout();
+        // [10, 100) 2 stripes, [100, 150) and [150, 220) and [220, ..) the
+        // same 3 stripes, then a different one would stay apart.
+        l = l
+            .with_new_segment(150, l.segments[1].stripes.clone())
+            .unwrap();
+        l = l
+            .with_new_segment(220, l.segments[2].stripes.clone())
+            .unwrap();
+        assert_eq!(l.segments.len(), 4);
+        let before = l.clone();
+        l.merge_identical_segments();
+        assert_eq!(l.validate(), Ok(()));
+        assert_eq!(l.segments.len(), 2);
+        assert_eq!(l.segments[1].start, 100);
+        assert_eq!(l.segments[1].end, None);
+        for a in 0..400 {
+            assert_eq!(l.chain_of(a), before.chain_of(a), "address {a}");
+        }
+        // Different stripes (or the same chains in another order) stay apart.
+        let mut l = layout();
+        l = l
+            .with_new_segment(150, vec![stripe(&[2]), stripe(&[1]), stripe(&[3])])
+            .unwrap();
+        l.merge_identical_segments();
+        assert_eq!(l.segments.len(), 3);
+    }
+
+    #[test]
+    fn log_unit_membership() {
+        let l = layout();
+        assert!(l.is_log_unit("n4"));
+        assert!(!l.is_log_unit("n5"));
     }
 
     #[test]

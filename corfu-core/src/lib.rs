@@ -17,6 +17,8 @@
 //!   batching, streams);
 //! - [`node`]: one process hosting the roles its config names;
 //! - [`reconfig`]: sealing and moving the cluster to its next layout;
+//! - [`state_transfer`]: copying older segments to a log unit that joins
+//!   a chain;
 //! - [`detector`]: the optional failure detector that removes unreachable
 //!   nodes through [`reconfig`].
 //!
@@ -48,6 +50,7 @@ pub mod logunit;
 pub mod node;
 pub mod reconfig;
 pub mod sequencer;
+pub mod state_transfer;
 pub mod transport;
 pub mod types;
 pub mod wire;

@@ -24,6 +24,24 @@
 //!   `T` and a new one opens there on the surviving chains. Layout servers
 //!   stay as they are: the Paxos acceptor set changes only by an explicit
 //!   decision, never as a side effect.
+//! - **Adding a chain member** ([`Change::AddNode`], CORFU §3.4 and
+//!   CorfuDB's state transfer) takes two epochs around a state transfer.
+//!   Epoch `e + 1` closes the open segment at `T` and opens a new one from
+//!   `T` in which the unit is the new tail of the shortest chain; the unit
+//!   is sealed first (before any member), and its own tail counts towards
+//!   `T`, so it holds nothing at or above `T` (a unit back from a failure
+//!   may hold writes that were never acknowledged). The
+//!   [`crate::state_transfer`] then copies the closed segments of that
+//!   chain to it, and epoch `e + 2` ([`plan_join`]) makes it a member of
+//!   those chains too and merges adjacent identical segments. If the unit
+//!   turns out to hold a value the log does not, it is removed again.
+//!   Running the change again after an interruption resumes it (a unit in
+//!   the open segment that still lacks older parts of its chain).
+//! - **Adding a stripe** (`stripe: true`) opens a new segment from `T` with
+//!   one more stripe whose chain is the unit alone: the log's throughput
+//!   grows with the stripes, nothing needs transferring, and the new chain
+//!   reaches the others' length by adding further units as chain members
+//!   (they join the shortest chain). The unit must hold no data.
 //! - **Racing engines are safe.** Sealing is idempotent and Paxos decides
 //!   one layout per epoch. An engine whose proposal lost adopts the decided
 //!   layout and still makes sure its sequencer is bootstrapped, from tails
@@ -37,11 +55,14 @@ use futures_util::future::join_all;
 
 use crate::layout::{Layout, LayoutError, NodeAddr, Stripe};
 use crate::layout_service::proposer::{fetch_layout, ProposeError, Proposer};
-use crate::transport::ClientEndpoint;
-use crate::types::{Address, Epoch, StreamId};
+use crate::state_transfer::{
+    parts_to_transfer, ChainPart, StateTransfer, TransferError, TransferReport,
+};
+use crate::transport::{ClientEndpoint, TransportError};
+use crate::types::{Address, ClusterId, Epoch, Role, StreamId};
 use crate::wire::logunit::{LogUnitRequest, LogUnitResponse, Tails};
 use crate::wire::sequencer::{SequencerRequest, SequencerResponse};
-use crate::wire::{Request, Response};
+use crate::wire::{Request, Response, ServerErrorKind};
 
 /// What a reconfiguration changes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +75,17 @@ pub enum Change {
     /// failover: the next one listed takes over, bootstrapped from the
     /// sealed tails.
     RemoveNode(String),
+    /// Add the log unit `node`. As a chain member (`stripe: false`) it
+    /// joins the shortest chain of the open segment (as its tail), receives
+    /// the older segments of that chain by state transfer, and then joins
+    /// their chains as well (see the module rules). With `stripe: true` a
+    /// new segment gets one more stripe whose chain is the unit alone.
+    AddNode {
+        /// The unit's id and address.
+        node: NodeAddr,
+        /// Add a stripe instead of joining a chain.
+        stripe: bool,
+    },
 }
 
 /// A reconfiguration could not be completed.
@@ -71,6 +103,31 @@ pub enum ReconfigError {
         epoch: Epoch,
         /// Why.
         reason: String,
+    },
+    /// A node to add is unreachable, of another cluster, or no log unit.
+    #[error("cannot add node {node} at {addr}: {reason}")]
+    NodeRefused {
+        /// The node's id.
+        node: String,
+        /// Its address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The state transfer to an added unit failed.
+    #[error("state transfer to {node} failed: {error}; {}", if *removed_again {
+        "the node was removed from the layout again"
+    } else {
+        "the node stays in the open segment (run add-node again to finish)"
+    })]
+    Transfer {
+        /// The unit.
+        node: String,
+        /// What went wrong (boxed: it is large, and rare).
+        error: Box<TransferError>,
+        /// Whether the unit was taken out of the layout again (it holds
+        /// values the log does not).
+        removed_again: bool,
     },
     /// The layout service could not decide.
     #[error(transparent)]
@@ -105,8 +162,25 @@ pub struct Reconfigured {
     /// layout); false if another reconfiguration had already done the
     /// change.
     pub won: bool,
-    /// Time from the start of the seal to the bootstrapped sequencer.
+    /// Time from the start of the seal to the bootstrapped sequencer (for
+    /// an added chain member: from the first seal to the end).
     pub elapsed: Duration,
+    /// For [`Change::AddNode`]: what each step did.
+    pub added: Option<Added>,
+}
+
+/// The steps of adding a log unit.
+#[derive(Debug, Clone, Default)]
+pub struct Added {
+    /// The epoch that put the unit in the open segment and how long that
+    /// reconfiguration took (seal to bootstrapped sequencer); `None` if an
+    /// earlier, interrupted run had done it.
+    pub joined_open: Option<(Epoch, Duration)>,
+    /// The state transfer (empty for a stripe).
+    pub transfer: TransferReport,
+    /// The epoch that made the unit a member of the older segments' chains
+    /// and how long that reconfiguration took; `None` if there were none.
+    pub joined_older: Option<(Epoch, Duration)>,
 }
 
 /// The next address and the per-stream tails from the tails log units
@@ -128,14 +202,6 @@ pub fn merge_tails<'a>(
         }
     }
     (next, streams.into_iter().collect())
-}
-
-/// The node ids a change excuses from acknowledging the seal.
-fn excused(change: &Change) -> Option<&str> {
-    match change {
-        Change::RemoveNode(node) => Some(node),
-        _ => None,
-    }
 }
 
 /// The layout of epoch `current.epoch + 1` for `change`, given the
@@ -185,7 +251,91 @@ pub fn plan(current: &Layout, change: &Change, tail: Address) -> Result<Layout, 
             next = next.with_new_segment(tail.max(open_start), stripes)?;
             current.validate_successor(&next)?;
         }
+        Change::AddNode { node, stripe } => {
+            let open = current.open_segment().ok_or_else(|| {
+                ReconfigError::Invalid(format!(
+                    "the layout of epoch {} has no open segment",
+                    current.epoch
+                ))
+            })?;
+            if let Some(index) = open
+                .stripes
+                .iter()
+                .position(|s| s.chain.iter().any(|n| n.node_id == node.node_id))
+            {
+                return Err(ReconfigError::Invalid(format!(
+                    "node {} is already a log unit of the open segment (stripe {index})",
+                    node.node_id
+                )));
+            }
+            let mut stripes = open.stripes.clone();
+            if *stripe {
+                stripes.push(Stripe {
+                    chain: vec![node.clone()],
+                });
+            } else {
+                // The least replicated chain; the first of equals. The unit
+                // becomes its tail (CORFU's chains, like chain replication,
+                // grow at the tail); it holds every address of the new
+                // segment from the segment's start.
+                let shortest = (0..stripes.len())
+                    .min_by_key(|&i| (stripes[i].chain.len(), i))
+                    .ok_or_else(|| {
+                        ReconfigError::Invalid("the open segment has no stripe".into())
+                    })?;
+                stripes[shortest].chain.push(node.clone());
+            }
+            next = current.with_new_segment(tail.max(open.start), stripes)?;
+        }
     }
+    Ok(next)
+}
+
+/// The layout of epoch `current.epoch + 1` in which `node`, already in the
+/// open segment, also joins (as tail) the chains of `parts`, which the
+/// state transfer has copied to it; adjacent segments with identical
+/// stripes then merge ([`Layout::merge_identical_segments`]). Fails if
+/// `node` left the open segment or a part's segment changed meanwhile.
+pub fn plan_join(
+    current: &Layout,
+    node: &NodeAddr,
+    parts: &[ChainPart],
+) -> Result<Layout, ReconfigError> {
+    let in_open = current.open_segment().is_some_and(|open| {
+        open.stripes
+            .iter()
+            .any(|s| s.chain.iter().any(|n| n.node_id == node.node_id))
+    });
+    if !in_open {
+        return Err(ReconfigError::Invalid(format!(
+            "node {} left the open segment during the state transfer (epoch {})",
+            node.node_id, current.epoch
+        )));
+    }
+    let mut next = current.clone();
+    next.epoch = current.epoch.saturating_add(1);
+    for part in parts {
+        let segment = next
+            .segments
+            .iter_mut()
+            .find(|s| {
+                s.start == part.segment_start
+                    && s.end == Some(part.segment_end)
+                    && s.stripes.len() == part.stripes
+            })
+            .ok_or_else(|| {
+                ReconfigError::Invalid(format!(
+                    "segment [{}, {}) changed during the state transfer to {}; add the node again",
+                    part.segment_start, part.segment_end, node.node_id
+                ))
+            })?;
+        let chain = &mut segment.stripes[part.stripe].chain;
+        if !chain.iter().any(|n| n.node_id == node.node_id) {
+            chain.push(node.clone());
+        }
+    }
+    next.merge_identical_segments();
+    current.validate_successor(&next)?;
     Ok(next)
 }
 
@@ -202,6 +352,62 @@ fn mentions(layout: &Layout, node: &str) -> bool {
         .flat_map(|s| &s.chain)
         .chain(&layout.sequencers)
         .any(|n| n.node_id == node)
+}
+
+/// One layout change the engine makes.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    /// A change as asked (for [`Change::AddNode`]: its first epoch).
+    Change(&'a Change),
+    /// The second epoch of adding a chain member: `node` joins the chains
+    /// of `parts`, which the state transfer copied to it.
+    Join {
+        node: &'a NodeAddr,
+        parts: &'a [ChainPart],
+    },
+}
+
+impl Step<'_> {
+    /// Whether `current` already has this change in force (another engine,
+    /// or an earlier attempt of this one, made it); an error if the change
+    /// cannot apply at all.
+    fn done_in(&self, current: &Layout, attempt: u32) -> Result<bool, ReconfigError> {
+        match *self {
+            Step::Change(Change::Seal) => Ok(false),
+            Step::Change(Change::RemoveNode(node)) => {
+                let known =
+                    attempt > 0 || current.layout_servers.iter().any(|n| n.node_id == *node);
+                if !mentions(current, node) && !known {
+                    return Err(ReconfigError::Invalid(format!(
+                        "node {node} is not in the layout of epoch {} (already removed, or never a member)",
+                        current.epoch
+                    )));
+                }
+                Ok(!mentions(current, node))
+            }
+            Step::Change(Change::AddNode { node, .. }) => {
+                Ok(current.open_segment().is_some_and(|open| {
+                    open.stripes
+                        .iter()
+                        .any(|s| s.chain.iter().any(|n| n.node_id == node.node_id))
+                }))
+            }
+            Step::Join { node, parts } => {
+                // plan_join reports a unit that left the open segment.
+                Ok(parts.iter().all(|part| {
+                    current.segments.iter().any(|s| {
+                        s.start <= part.segment_start
+                            && s.end.is_none_or(|end| end >= part.segment_end)
+                            && s.stripes.len() == part.stripes
+                            && s.stripes[part.stripe]
+                                .chain
+                                .iter()
+                                .any(|n| n.node_id == node.node_id)
+                    })
+                }))
+            }
+        }
+    }
 }
 
 /// Runs reconfigurations against one cluster.
@@ -235,38 +441,208 @@ impl Reconfigurer {
     /// [`ATTEMPTS_MAX`] times). Removing a node that another
     /// reconfiguration removed meanwhile (or that is still a layout server
     /// but no longer a log unit or sequencer) succeeds without a new epoch;
-    /// a node the layout does not name at all is an error.
+    /// a node the layout does not name at all is an error. Adding a node
+    /// runs the whole sequence of the module rules (two epochs around a
+    /// state transfer for a chain member).
     pub async fn reconfigure(&self, change: &Change) -> Result<Reconfigured, ReconfigError> {
+        match change {
+            Change::AddNode { node, stripe } => self.add_node(node, *stripe).await,
+            _ => self.step(Step::Change(change)).await,
+        }
+    }
+
+    /// Adds `node` (see [`Change::AddNode`] and the module rules).
+    async fn add_node(&self, node: &NodeAddr, stripe: bool) -> Result<Reconfigured, ReconfigError> {
+        let started = Instant::now();
+        let current = self.current().await?;
+        let in_open = current.open_segment().is_some_and(|open| {
+            open.stripes
+                .iter()
+                .any(|s| s.chain.iter().any(|n| n.node_id == node.node_id))
+        });
+        // An interrupted add: the unit is in the open segment but still
+        // lacks older parts of its chain.
+        let resume = in_open && !stripe && !parts_to_transfer(&current, &node.node_id).is_empty();
+        let change = Change::AddNode {
+            node: node.clone(),
+            stripe,
+        };
+        if !resume {
+            // Everything that can be refused is refused before any seal:
+            // a unit sealed into an epoch that is never decided would
+            // stall every client.
+            let open_start = current.open_segment().map_or(0, |s| s.start);
+            plan(&current, &change, open_start)?;
+        }
+        self.check_node(node, current.cluster_id).await?;
+        let mut added = Added::default();
+        let mut layout = current;
+        let mut tail = 0;
+        let mut won = false;
+        if !resume {
+            let first = self.step(Step::Change(&change)).await?;
+            added.joined_open = Some((first.layout.epoch, first.elapsed));
+            tracing::info!(
+                node = %node.node_id,
+                epoch = first.layout.epoch,
+                segment_start = first.layout.open_segment().map_or(0, |s| s.start),
+                elapsed_ms = first.elapsed.as_secs_f64() * 1e3,
+                stripe,
+                "added a log unit to the open segment"
+            );
+            (layout, tail, won) = (first.layout, first.tail, first.won);
+        }
+        let parts = if stripe {
+            Vec::new()
+        } else {
+            parts_to_transfer(&layout, &node.node_id)
+        };
+        if !parts.is_empty() {
+            let transfer = StateTransfer::new(
+                self.endpoint.clone(),
+                self.layout_servers.clone(),
+                node.clone(),
+            );
+            added.transfer = match transfer.run(layout.clone(), &parts).await {
+                Ok(report) => report,
+                Err(error) => {
+                    // A unit holding values the log does not must not
+                    // stay where its values could be read.
+                    let removed_again = matches!(error, TransferError::Diverged { .. })
+                        && self
+                            .step(Step::Change(&Change::RemoveNode(node.node_id.clone())))
+                            .await
+                            .is_ok();
+                    return Err(ReconfigError::Transfer {
+                        node: node.node_id.clone(),
+                        error: Box::new(error),
+                        removed_again,
+                    });
+                }
+            };
+            let second = self
+                .step(Step::Join {
+                    node,
+                    parts: &parts,
+                })
+                .await?;
+            added.joined_older = Some((second.layout.epoch, second.elapsed));
+            tracing::info!(
+                node = %node.node_id,
+                epoch = second.layout.epoch,
+                segments = second.layout.segments.len(),
+                elapsed_ms = second.elapsed.as_secs_f64() * 1e3,
+                "the added log unit joined the older segments' chains"
+            );
+            (layout, tail, won) = (second.layout, second.tail, won || second.won);
+        }
+        Ok(Reconfigured {
+            layout,
+            tail,
+            won,
+            elapsed: started.elapsed(),
+            added: Some(added),
+        })
+    }
+
+    /// Asks the node to add who it is: it must answer, be `node.node_id`
+    /// of cluster `cluster`, and host a log unit.
+    async fn check_node(&self, node: &NodeAddr, cluster: ClusterId) -> Result<(), ReconfigError> {
+        let refused = |reason: String| ReconfigError::NodeRefused {
+            node: node.node_id.clone(),
+            addr: node.addr.clone(),
+            reason,
+        };
+        let answer = self
+            .endpoint
+            .peer(&node.addr)
+            .call_timeout(0, Request::Info, self.seal_timeout * 4)
+            .await;
+        let info = match answer {
+            Ok(Response::Info(info)) => info,
+            Ok(Response::Error(e)) if e.kind == ServerErrorKind::WrongCluster => {
+                return Err(refused(format!(
+                    "it belongs to another cluster ({})",
+                    e.message
+                )))
+            }
+            Ok(Response::Error(e)) => return Err(refused(format!("it refused Info: {e}"))),
+            Ok(other) => return Err(refused(format!("it answered Info with {other:?}"))),
+            // Each cluster has its own CA: a node of another cluster fails
+            // the handshake before it can say who it is.
+            Err(e @ TransportError::Tls { .. }) => {
+                return Err(refused(format!(
+                    "it is not trusted by this cluster's CA (a node of another cluster?): {e}"
+                )))
+            }
+            Err(e) => return Err(refused(format!("it is unreachable: {e}"))),
+        };
+        if info.cluster_id != cluster {
+            return Err(refused(format!(
+                "it belongs to cluster {}, not {cluster}",
+                info.cluster_id
+            )));
+        }
+        if info.node_id != node.node_id {
+            return Err(refused(format!("the node there is {}", info.node_id)));
+        }
+        if !info.roles.contains(&Role::LogUnit) {
+            return Err(refused("it does not host the log_unit role".into()));
+        }
+        Ok(())
+    }
+
+    /// One layout change: seal, plan, decide, bootstrap; started over when
+    /// another reconfiguration decides first.
+    async fn step(&self, step: Step<'_>) -> Result<Reconfigured, ReconfigError> {
         let started = Instant::now();
         for attempt in 0..ATTEMPTS_MAX {
             let current = self.current().await?;
-            if let Change::RemoveNode(node) = change {
-                let known =
-                    attempt > 0 || current.layout_servers.iter().any(|n| n.node_id == *node);
-                if !mentions(&current, node) && !known {
-                    return Err(ReconfigError::Invalid(format!(
-                        "node {node} is not in the layout of epoch {} (already removed, or never a member)",
-                        current.epoch
-                    )));
-                }
-                if !mentions(&current, node) {
-                    // Someone removed it already: make sure the sequencer
-                    // of that layout serves (idempotent).
-                    let tails = self.seal(&current, current.epoch, None).await?;
-                    let (next, stream_tails) = merge_tails(&tails);
-                    self.bootstrap(&current, next, stream_tails).await?;
-                    return Ok(Reconfigured {
-                        layout: current,
-                        tail: next,
-                        won: false,
-                        elapsed: started.elapsed(),
-                    });
-                }
+            if step.done_in(&current, attempt)? {
+                // Someone made the change already: make sure the sequencer
+                // of that layout serves (idempotent).
+                let tails = self.seal(&current, current.epoch, None).await?;
+                let (next, stream_tails) = merge_tails(&tails);
+                self.bootstrap(&current, next, stream_tails).await?;
+                return Ok(Reconfigured {
+                    layout: current,
+                    tail: next,
+                    won: false,
+                    elapsed: started.elapsed(),
+                    added: None,
+                });
             }
             let epoch = current.epoch.saturating_add(1);
-            let tails = self.seal(&current, epoch, excused(change)).await?;
+            // A joining unit is sealed first, alone: if it cannot be,
+            // nothing else is sealed yet. Its tail (and trim mark) raise
+            // `T` so that it holds nothing in the new segment; its stream
+            // tails do not count, they may be stale.
+            let mut floor = 0;
+            if let Step::Change(Change::AddNode { node, stripe }) = step {
+                let tails = self.seal_unit(node, epoch).await?;
+                if let (true, Some(global)) = (*stripe, tails.global) {
+                    return Err(ReconfigError::NodeRefused {
+                        node: node.node_id.clone(),
+                        addr: node.addr.clone(),
+                        reason: format!(
+                            "it holds addresses up to {global} from an earlier membership; add it \
+                             as a chain member (the state transfer checks them) or empty its data directory"
+                        ),
+                    });
+                }
+                floor = merge_tails([&tails]).0;
+            }
+            let excused = match step {
+                Step::Change(Change::RemoveNode(node)) => Some(node.as_str()),
+                _ => None,
+            };
+            let tails = self.seal(&current, epoch, excused).await?;
             let (tail, stream_tails) = merge_tails(&tails);
-            let proposal = plan(&current, change, tail)?;
+            let tail = tail.max(floor);
+            let proposal = match step {
+                Step::Change(change) => plan(&current, change, tail)?,
+                Step::Join { node, parts } => plan_join(&current, node, parts)?,
+            };
             // Unique per engine and attempt: Paxos needs distinct proposer ids.
             let proposer = Proposer::new(
                 self.endpoint.clone(),
@@ -281,6 +657,7 @@ impl Reconfigurer {
                         tail,
                         won: true,
                         elapsed: started.elapsed(),
+                        added: None,
                     });
                 }
                 // Another engine's layout was decided for this epoch (it
@@ -297,6 +674,32 @@ impl Reconfigurer {
         Err(ReconfigError::Invalid(format!(
             "other reconfigurations decided first {ATTEMPTS_MAX} times in a row; giving up"
         )))
+    }
+
+    /// Seals one unit at `epoch` (it must acknowledge); its tails.
+    async fn seal_unit(&self, unit: &NodeAddr, epoch: Epoch) -> Result<Tails, ReconfigError> {
+        let answer = self
+            .endpoint
+            .peer(&unit.addr)
+            .call_timeout(
+                epoch,
+                Request::LogUnit(LogUnitRequest::Seal { epoch }),
+                self.seal_timeout,
+            )
+            .await;
+        let reason = match answer {
+            Ok(Response::LogUnit(LogUnitResponse::Tails(t))) => return Ok(t),
+            Ok(Response::WrongEpoch { current }) => {
+                format!("it is sealed at epoch {current} already")
+            }
+            Ok(other) => format!("it answered {other:?}"),
+            Err(e) => e.to_string(),
+        };
+        Err(ReconfigError::SealFailed {
+            node: unit.node_id.clone(),
+            epoch,
+            reason,
+        })
     }
 
     /// Seals every log unit of `layout` at `epoch` (all must acknowledge,
@@ -323,18 +726,7 @@ impl Reconfigurer {
                 let _ = peer.call_timeout(epoch, request, timeout).await;
             });
         }
-        let seals = units.iter().map(|unit| async move {
-            let answer = self
-                .endpoint
-                .peer(&unit.addr)
-                .call_timeout(
-                    epoch,
-                    Request::LogUnit(LogUnitRequest::Seal { epoch }),
-                    self.seal_timeout,
-                )
-                .await;
-            (*unit, answer)
-        });
+        let seals = units.iter().map(|unit| self.seal_unit(unit, epoch));
         let sequencers = layout
             .sequencers
             .iter()
@@ -354,26 +746,7 @@ impl Reconfigurer {
                 }
             });
         let (answers, _) = tokio::join!(join_all(seals), join_all(sequencers));
-        let mut tails = Vec::new();
-        for (unit, answer) in answers {
-            let reason = match answer {
-                Ok(Response::LogUnit(LogUnitResponse::Tails(t))) => {
-                    tails.push(t);
-                    continue;
-                }
-                Ok(Response::WrongEpoch { current }) => {
-                    format!("it is sealed at epoch {current} already")
-                }
-                Ok(other) => format!("it answered {other:?}"),
-                Err(e) => e.to_string(),
-            };
-            return Err(ReconfigError::SealFailed {
-                node: unit.node_id.clone(),
-                epoch,
-                reason,
-            });
-        }
-        Ok(tails)
+        answers.into_iter().collect()
     }
 
     async fn bootstrap(
@@ -480,6 +853,125 @@ mod tests {
         assert_eq!(sealed.epoch, 2);
         assert_eq!(sealed.segments, layout().segments);
         assert_eq!(sealed.sequencers, layout().sequencers);
+    }
+
+    fn ids(chain: &[NodeAddr]) -> Vec<&str> {
+        chain.iter().map(|n| n.node_id.as_str()).collect()
+    }
+
+    fn add(i: u16, stripe: bool) -> Change {
+        Change::AddNode {
+            node: node(i),
+            stripe,
+        }
+    }
+
+    #[test]
+    fn an_added_chain_member_joins_the_shortest_chain_from_the_tail_on() {
+        let removed = plan(&layout(), &Change::RemoveNode("n2".into()), 40).unwrap();
+        let added = plan(&removed, &add(2, false), 70).unwrap();
+        assert_eq!(added.epoch, 3);
+        assert_eq!(added.segments.len(), 3);
+        assert_eq!(added.segments[1].end, Some(70));
+        let open = added.open_segment().unwrap();
+        assert_eq!(open.start, 70);
+        assert_eq!(ids(&open.stripes[0].chain), ["n1", "n3", "n2"]);
+        for segment in &added.segments[..2] {
+            assert_eq!(ids(&segment.stripes[0].chain), ["n1", "n3"]);
+        }
+        assert_eq!(added.sequencers, removed.sequencers);
+        // Of several stripes, the least replicated one (the first of equals).
+        let mut two = layout();
+        two.segments[0].stripes = vec![
+            Stripe {
+                chain: vec![node(1), node(2)],
+            },
+            Stripe {
+                chain: vec![node(3)],
+            },
+        ];
+        let next = plan(&two, &add(4, false), 10).unwrap();
+        let open = next.open_segment().unwrap();
+        assert_eq!(ids(&open.stripes[1].chain), ["n3", "n4"]);
+        assert_eq!(ids(&open.stripes[0].chain), ["n1", "n2"]);
+    }
+
+    #[test]
+    fn an_added_stripe_is_a_new_segment_with_one_more_chain() {
+        let next = plan(&layout(), &add(4, true), 25).unwrap();
+        assert_eq!(next.segments.len(), 2);
+        let open = next.open_segment().unwrap();
+        assert_eq!(open.start, 25);
+        assert_eq!(open.stripes.len(), 2);
+        assert_eq!(ids(&open.stripes[1].chain), ["n4"]);
+        // Addresses below the tail keep their chain.
+        for a in 0..25 {
+            assert_eq!(next.chain_of(a), layout().chain_of(a));
+        }
+    }
+
+    #[test]
+    fn adding_refuses_members_and_conflicting_addresses() {
+        let again = plan(&layout(), &add(2, false), 5).unwrap_err();
+        assert!(again.to_string().contains("already a log unit"), "{again}");
+        let moved = Change::AddNode {
+            node: NodeAddr {
+                node_id: "n2".into(),
+                addr: "127.0.0.1:9999".into(),
+            },
+            stripe: false,
+        };
+        let removed = plan(&layout(), &Change::RemoveNode("n2".into()), 5).unwrap();
+        // n2 is still a layout server at its old address.
+        let conflict = plan(&removed, &moved, 9).unwrap_err();
+        assert!(conflict.to_string().contains("conflicts"), "{conflict}");
+    }
+
+    #[test]
+    fn joining_the_older_chains_merges_the_segments() {
+        let removed = plan(&layout(), &Change::RemoveNode("n2".into()), 40).unwrap();
+        let added = plan(&removed, &add(2, false), 70).unwrap();
+        let parts = parts_to_transfer(&added, "n2");
+        assert_eq!(parts.len(), 2);
+        let joined = plan_join(&added, &node(2), &parts).unwrap();
+        assert_eq!(joined.epoch, 4);
+        assert_eq!(joined.segments.len(), 1);
+        assert_eq!(joined.segments[0].start, 0);
+        assert_eq!(joined.segments[0].end, None);
+        assert_eq!(
+            ids(&joined.segments[0].stripes[0].chain),
+            ["n1", "n3", "n2"]
+        );
+        // The unit must still be in the open segment, and the parts'
+        // segments unchanged.
+        let gone = plan(&added, &Change::RemoveNode("n2".into()), 80).unwrap();
+        let e = plan_join(&gone, &node(2), &parts).unwrap_err();
+        assert!(e.to_string().contains("left the open segment"), "{e}");
+        let mut other = added.clone();
+        other.segments[0].end = Some(30);
+        other.segments[1].start = 30;
+        let e = plan_join(&other, &node(2), &parts).unwrap_err();
+        assert!(
+            e.to_string().contains("changed during the state transfer"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_join_already_in_force_is_done() {
+        let removed = plan(&layout(), &Change::RemoveNode("n2".into()), 40).unwrap();
+        let added = plan(&removed, &add(2, false), 70).unwrap();
+        let parts = parts_to_transfer(&added, "n2");
+        let step = Step::Join {
+            node: &node(2),
+            parts: &parts,
+        };
+        assert!(!step.done_in(&added, 0).unwrap());
+        let joined = plan_join(&added, &node(2), &parts).unwrap();
+        assert!(step.done_in(&joined, 0).unwrap());
+        let again = add(2, false);
+        assert!(Step::Change(&again).done_in(&added, 1).unwrap());
+        assert!(!Step::Change(&again).done_in(&removed, 0).unwrap());
     }
 
     #[test]

@@ -5,6 +5,12 @@
 //! ([`Service::handle_now`]); writes under `sync = always` wait for their
 //! group commit; seals and trims, which write the meta file with `fsync`,
 //! run on the blocking pool.
+//!
+//! Epochs (CORFU §3.4): a request below the unit's sealed epoch answers
+//! `WrongEpoch` (the client is fenced); a request above it answers an
+//! `Unavailable` error, because the unit was not sealed into that epoch and
+//! may hold stale data (see [`BOOTSTRAP_EPOCH`] for the one exception).
+//! Seals themselves are always served.
 
 use std::sync::Arc;
 
@@ -16,6 +22,10 @@ use crate::wire::logunit::{
     AddressedEntry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, WriteOutcome,
 };
 use crate::wire::{Header, Request, Response, ServerErrorKind};
+
+/// The epoch of the first layout, which a cluster bootstrap installs
+/// without sealing the log units: a never-sealed unit (epoch 0) serves it.
+pub const BOOTSTRAP_EPOCH: Epoch = 1;
 
 /// Limits of the role, beyond the store's own.
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +53,32 @@ impl<S: LogStore> LogUnitService<S> {
         &self.store
     }
 
+    /// The answer to a request of `epoch` if the unit must not serve it:
+    /// `WrongEpoch` below the sealed epoch (a fenced client), and an
+    /// `Unavailable` error above it. A unit learns that it belongs to an
+    /// epoch only by being sealed at it (every reconfiguration seals every
+    /// unit of the next layout before deciding it), so a request of a
+    /// later epoch means the unit missed that reconfiguration: it may be a
+    /// unit back from a failure, holding stale data, that must not serve
+    /// reads or take writes until a reconfiguration (and state transfer)
+    /// brings it in. The one exception is [`BOOTSTRAP_EPOCH`]: the first
+    /// layout is installed without a seal, so a never-sealed unit serves it.
+    /// `Unavailable` makes a client back off and refetch the layout.
     fn stale(&self, epoch: Epoch) -> Option<Response> {
         let current = self.store.epoch();
-        (epoch < current).then_some(Response::WrongEpoch { current })
+        if epoch < current {
+            return Some(Response::WrongEpoch { current });
+        }
+        let joined = current.max(BOOTSTRAP_EPOCH);
+        (epoch > joined).then(|| {
+            Response::error(
+                ServerErrorKind::Unavailable,
+                format!(
+                    "log unit not sealed at epoch {epoch} (its epoch is {current}): it has not \
+                     joined that epoch and may hold stale data"
+                ),
+            )
+        })
     }
 
     fn read(&self, address: Address) -> Result<ReadOutcome, Response> {
@@ -243,5 +276,101 @@ impl<S: LogStore> Service for LogUnitService<S> {
             Request::LogUnit(req) => self.answer_now(header.epoch, req).map_err(Request::LogUnit),
             other => Err(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logunit::MemoryStore;
+    use crate::types::ClusterId;
+    use crate::wire::logunit::Entry;
+    use crate::wire::PROTOCOL_VERSION;
+
+    fn service() -> LogUnitService<MemoryStore> {
+        LogUnitService::new(
+            Arc::new(MemoryStore::new()),
+            LogUnitLimits {
+                read_batch_max: 16,
+                wait_for_sync: false,
+            },
+        )
+    }
+
+    async fn call(s: &LogUnitService<MemoryStore>, epoch: Epoch, req: LogUnitRequest) -> Response {
+        let header = Header {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: ClusterId(7),
+            epoch,
+            request_id: 1,
+        };
+        s.handle(header, Request::LogUnit(req)).await
+    }
+
+    fn write(address: Address) -> LogUnitRequest {
+        LogUnitRequest::Write(AddressedEntry {
+            address,
+            entry: Entry {
+                streams: vec![],
+                payload: b"x".to_vec(),
+            },
+        })
+    }
+
+    fn unavailable(answer: &Response) -> bool {
+        matches!(answer, Response::Error(e) if e.kind == ServerErrorKind::Unavailable
+            && e.message.contains("not sealed at epoch"))
+    }
+
+    #[tokio::test]
+    async fn a_never_sealed_unit_serves_only_the_bootstrap_epoch() {
+        let s = service();
+        let ok = Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Ok));
+        assert_eq!(call(&s, 0, write(1)).await, ok);
+        assert_eq!(call(&s, BOOTSTRAP_EPOCH, write(2)).await, ok);
+        // Epoch 2 was decided by a reconfiguration that did not seal this
+        // unit: it may be stale, so it serves neither reads nor writes.
+        assert!(unavailable(&call(&s, 2, write(3)).await));
+        assert!(unavailable(
+            &call(&s, 2, LogUnitRequest::Read { address: 1 }).await
+        ));
+        assert!(unavailable(&call(&s, 2, LogUnitRequest::Tail).await));
+    }
+
+    #[tokio::test]
+    async fn a_sealed_unit_serves_its_epoch_only() {
+        let s = service();
+        assert!(matches!(
+            call(&s, 4, LogUnitRequest::Seal { epoch: 4 }).await,
+            Response::LogUnit(LogUnitResponse::Tails(_))
+        ));
+        assert_eq!(
+            call(&s, 3, LogUnitRequest::Read { address: 1 }).await,
+            Response::WrongEpoch { current: 4 }
+        );
+        assert_eq!(
+            call(&s, 4, LogUnitRequest::Read { address: 1 }).await,
+            Response::LogUnit(LogUnitResponse::Read(ReadOutcome::Unwritten))
+        );
+        for req in [
+            LogUnitRequest::Read { address: 1 },
+            LogUnitRequest::ReadRange { from: 0, to: 4 },
+            LogUnitRequest::Fill { address: 1 },
+            write(1),
+            LogUnitRequest::PrefixTrim { address: 1 },
+        ] {
+            let answer = call(&s, 5, req.clone()).await;
+            assert!(unavailable(&answer), "{req:?}: {answer:?}");
+        }
+        assert_eq!(s.store().get(1).unwrap(), ReadOutcome::Unwritten);
+        // Sealing into the next epoch is what lets the unit serve it.
+        assert!(matches!(
+            call(&s, 5, LogUnitRequest::Seal { epoch: 5 }).await,
+            Response::LogUnit(LogUnitResponse::Tails(_))
+        ));
+        assert_eq!(
+            call(&s, 5, write(1)).await,
+            Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Ok))
+        );
     }
 }

@@ -82,7 +82,10 @@ pub struct Tails {
 }
 
 /// A request to a log unit. The header's epoch must equal the unit's sealed
-/// epoch, or the unit answers `WrongEpoch`.
+/// epoch: below it the unit answers `WrongEpoch`; above it (an epoch the
+/// unit was never sealed into, so it may hold stale data) an `Unavailable`
+/// error. A never-sealed unit serves epoch 1, the bootstrap's. `Seal` is
+/// served whatever the header's epoch.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub enum LogUnitRequest {
     /// Write one entry at one address.
