@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod history;
+pub mod linearizability;
 
 use std::future::Future;
 use std::net::SocketAddr;
