@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::error::{Attempt, ClientError};
 use super::options::LogClientOptions;
-use super::{classify, unexpected, ChainKey, Inner, Routes};
+use super::{unexpected, ChainKey, Inner, Routes};
 use crate::transport::Peer;
 use crate::types::{Address, Epoch, StreamId};
 use crate::wire::logunit::{
@@ -573,8 +573,10 @@ impl Inner {
             } else {
                 LogUnitRequest::WriteBatch(live.iter().map(|p| p.write.clone()).collect())
             };
-            let answer = member.call(routes.epoch(), Request::LogUnit(request)).await;
-            let outcomes = match classify(member, answer) {
+            let answer = self
+                .call_watching(routes, member, Request::LogUnit(request))
+                .await;
+            let outcomes = match answer {
                 Ok(Response::LogUnit(LogUnitResponse::Write(o))) if live.len() == 1 => vec![o],
                 Ok(Response::LogUnit(LogUnitResponse::WriteBatch(o))) if o.len() == live.len() => o,
                 Ok(other) => {

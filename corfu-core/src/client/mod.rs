@@ -206,6 +206,13 @@ impl Routes {
 }
 
 /// Sorts the answer of one call into a usable response or a retry reason.
+/// How long a call may wait for its answer before the client starts
+/// asking the layout servers whether the cluster moved on without the node.
+pub(crate) const STALL_POLL_AFTER: Duration = Duration::from_millis(50);
+
+/// How often a stalled call asks again.
+pub(crate) const STALL_POLL_EVERY: Duration = Duration::from_millis(50);
+
 fn classify(peer: &Peer, answer: Result<Response, TransportError>) -> Result<Response, Attempt> {
     match answer {
         Ok(Response::WrongEpoch { current }) => Err(Attempt::Stale(current)),
@@ -306,14 +313,66 @@ impl Inner {
         }
     }
 
+    /// Calls `peer` at `routes`' epoch, watching the layout while the
+    /// answer is slow: a node that died does not answer until the request
+    /// times out, but the cluster may have moved on without it long before
+    /// (the failure detector removed it). From [`STALL_POLL_AFTER`] on,
+    /// every [`STALL_POLL_EVERY`], the client asks the layout servers; once
+    /// a newer layout is committed it installs it and abandons the call as
+    /// transient (a write it carried may have landed: callers treat it as
+    /// an unknown outcome).
+    pub(crate) async fn call_watching(
+        &self,
+        routes: &Routes,
+        peer: &Peer,
+        request: Request,
+    ) -> Result<Response, Attempt> {
+        let call = peer.call(routes.epoch(), request);
+        tokio::pin!(call);
+        let mut wait = STALL_POLL_AFTER;
+        loop {
+            tokio::select! {
+                answer = &mut call => return classify(peer, answer),
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = STALL_POLL_EVERY;
+            tokio::select! {
+                answer = &mut call => return classify(peer, answer),
+                moved = self.moved_on(routes.epoch()) => {
+                    if let Some(epoch) = moved {
+                        return Err(Attempt::Transient(format!(
+                            "{} was slow to answer and the layout moved on to epoch {epoch}",
+                            peer.addr()
+                        )));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The epoch in force if it is newer than `epoch` (installing it if
+    /// the layout servers have committed one), else `None`.
+    async fn moved_on(&self, epoch: Epoch) -> Option<Epoch> {
+        let current = self.routes.load().epoch();
+        if current > epoch {
+            return Some(current);
+        }
+        // One try, no waiting: a failure just means "not yet".
+        let _ = self.refresh(epoch + 1, Instant::now()).await;
+        let current = self.routes.load().epoch();
+        (current > epoch).then_some(current)
+    }
+
     async fn sequencer_call(
         &self,
         routes: &Routes,
         request: SequencerRequest,
     ) -> Result<SequencerResponse, Attempt> {
         let peer = routes.sequencer()?;
-        let answer = peer.call(routes.epoch(), Request::Sequencer(request)).await;
-        match classify(peer, answer)? {
+        let answer = self
+            .call_watching(routes, peer, Request::Sequencer(request))
+            .await;
+        match answer? {
             Response::Sequencer(response) => Ok(response),
             other => Err(Attempt::Fatal(unexpected(peer, &other))),
         }
@@ -325,8 +384,10 @@ impl Inner {
         peer: &Peer,
         request: LogUnitRequest,
     ) -> Result<LogUnitResponse, Attempt> {
-        let answer = peer.call(routes.epoch(), Request::LogUnit(request)).await;
-        match classify(peer, answer)? {
+        let answer = self
+            .call_watching(routes, peer, Request::LogUnit(request))
+            .await;
+        match answer? {
             Response::LogUnit(response) => Ok(response),
             other => Err(Attempt::Fatal(unexpected(peer, &other))),
         }
