@@ -452,6 +452,16 @@ async fn a_killed_middle_chain_member_is_removed_and_appends_continue() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_killed_chain_tail_is_removed_and_appends_continue() {
+    // The tail is where reads go and where a write is acknowledged: the
+    // survivors' new tail must hold every acknowledged entry.
+    let _turn = TURN.lock().await;
+    let (_cluster, last) = kill_during_appends(&[1], false, 3).await;
+    assert_eq!(chain_ids(&last), ["n1", "n2"], "{last:?}");
+    assert_eq!(last.active_sequencer().unwrap().node_id, "n1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_sequencer_and_head_fails_over_and_appends_continue() {
     // With client certificates required: the detectors authenticate with
     // their node certificates.
