@@ -614,3 +614,76 @@ async fn a_unit_holding_an_unacknowledged_value_is_removed_again() {
     client.append(b"after".to_vec(), &[]).await.unwrap();
     cluster.shutdown().await;
 }
+
+/// An addition interrupted after its first epoch (played here by hand:
+/// seal, plan, Paxos, sequencer bootstrap) is finished by running it
+/// again: the unit is in the open segment, so the state transfer and the
+/// second epoch follow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_addition_is_finished_by_running_it_again() {
+    use corfu::core::layout_service::proposer::Proposer;
+    use corfu::core::reconfig::{merge_tails, plan};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = local_cluster(&dir, 4, Shape::new(1, 3)).await;
+    let config = client_config(&cluster);
+    let engine = engine(&config);
+    let history = History::new();
+    let client = LogClient::connect(&config).await.unwrap();
+    for i in 0..40 {
+        history
+            .append(&client, format!("v{i}").into_bytes(), &[])
+            .await
+            .unwrap();
+    }
+    let current = engine.current().await.unwrap();
+    let n4 = node(&cluster, 3);
+    let epoch = current.epoch + 1;
+    let endpoint = config.endpoint().unwrap();
+    let mut tails = Vec::new();
+    for unit in current.all_log_units().into_iter().chain([&n4]) {
+        let answer = endpoint
+            .peer(&unit.addr)
+            .call(epoch, Request::LogUnit(LogUnitRequest::Seal { epoch }))
+            .await
+            .unwrap();
+        let Response::LogUnit(LogUnitResponse::Tails(t)) = answer else {
+            panic!("seal {}: {answer:?}", unit.node_id);
+        };
+        tails.push(t);
+    }
+    let (tail, _) = merge_tails(&tails);
+    let first = plan(&current, &add(n4.clone(), false), tail).unwrap();
+    let proposer = Proposer::new(
+        endpoint.clone(),
+        config.layout_servers.clone(),
+        rand::random(),
+    );
+    assert_eq!(proposer.propose(first.clone()).await.unwrap(), first);
+    corfu::cluster::bootstrap_sequencer(&endpoint, &first)
+        .await
+        .unwrap();
+    for i in 0..40 {
+        history
+            .append(&client, format!("w{i}").into_bytes(), &[])
+            .await
+            .unwrap();
+    }
+
+    let done = engine.reconfigure(&add(n4.clone(), false)).await.unwrap();
+    report("n4's interrupted addition finished", &done);
+    let added = done.added.as_ref().unwrap();
+    assert_eq!(added.joined_open, None, "the first epoch was not redone");
+    assert_eq!(added.transfer.addresses, tail);
+    assert_eq!(added.joined_older.map(|(e, _)| e), Some(epoch + 1));
+    assert_eq!(done.layout.segments.len(), 1);
+    assert_eq!(
+        ids(&done.layout.segments[0].stripes[0].chain),
+        ["n1", "n2", "n3", "n4"]
+    );
+    // Once complete, adding it again is refused.
+    let again = engine.reconfigure(&add(n4, false)).await.unwrap_err();
+    assert!(one_line(&again).contains("already a log unit"), "{again}");
+    finish_checks(&history, &config).await;
+    cluster.shutdown().await;
+}

@@ -463,6 +463,18 @@ impl Reconfigurer {
         // An interrupted add: the unit is in the open segment but still
         // lacks older parts of its chain.
         let resume = in_open && !stripe && !parts_to_transfer(&current, &node.node_id).is_empty();
+        if resume {
+            if let Some(listed) = current
+                .all_log_units()
+                .into_iter()
+                .find(|n| n.node_id == node.node_id && n.addr != node.addr)
+            {
+                return Err(ReconfigError::Invalid(format!(
+                    "node {} is in the layout of epoch {} at {}, not {}",
+                    node.node_id, current.epoch, listed.addr, node.addr
+                )));
+            }
+        }
         let change = Change::AddNode {
             node: node.clone(),
             stripe,
