@@ -25,7 +25,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,8 +36,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use corfu::core::client::LogClient;
-use corfu::core::client_config::ClientConfig;
-use corfu::local::{LocalCluster, LocalOptions};
+use corfu::embedded::ClusterOrEmbedded;
 use corfu::objects::ReplicatedMap;
 use corfu::smr::{Error, Runtime};
 
@@ -85,54 +84,6 @@ struct Args {
     /// concurrent transfers overwrite each other's balances (exits 1).
     #[arg(long)]
     without_transactions: bool,
-}
-
-/// The log the example runs on: a cluster embedded in this process, or
-/// one named by a client config.
-struct Log {
-    config: ClientConfig,
-    /// The embedded cluster and the directory holding its data.
-    embedded: Option<(LocalCluster, tempfile::TempDir)>,
-}
-
-impl Log {
-    async fn open(cluster: Option<&Path>) -> anyhow::Result<Log> {
-        if let Some(path) = cluster {
-            let config = ClientConfig::load(path)
-                .with_context(|| format!("loading the client config {}", path.display()))?;
-            println!("cluster: {} (from {})", config.cluster_id, path.display());
-            return Ok(Log {
-                config,
-                embedded: None,
-            });
-        }
-        let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let cluster = LocalCluster::start(&dir.path().join("cluster"), 3, LocalOptions::default())
-            .await
-            .context("starting the embedded cluster")?;
-        println!(
-            "cluster: 3 nodes in this process on loopback (QUIC, mutual TLS), one chain of 3, data in {}",
-            dir.path().display()
-        );
-        Ok(Log {
-            config: cluster.client_config(),
-            embedded: Some((cluster, dir)),
-        })
-    }
-
-    /// A runtime over a new log client (a connection of its own).
-    async fn runtime(&self) -> anyhow::Result<(Runtime, LogClient)> {
-        let client = LogClient::connect(&self.config)
-            .await
-            .context("connecting to the cluster")?;
-        Ok((Runtime::new(client.clone()), client))
-    }
-
-    async fn shutdown(self) {
-        if let Some((cluster, _dir)) = self.embedded {
-            cluster.shutdown().await;
-        }
-    }
 }
 
 fn account(i: usize) -> String {
@@ -304,7 +255,7 @@ async fn auditor(
     }
 }
 
-async fn run(args: &Args, log: &Log) -> anyhow::Result<Vec<String>> {
+async fn run(args: &Args, log: &ClusterOrEmbedded) -> anyhow::Result<Vec<String>> {
     let (runtimes, clients): (Vec<Runtime>, Vec<LogClient>) =
         vec![log.runtime().await?, log.runtime().await?]
             .into_iter()
@@ -468,7 +419,7 @@ async fn main() -> anyhow::Result<()> {
         .checked_mul(args.accounts as i64)
         .context("--opening-balance times --accounts overflows")?;
 
-    let log = Log::open(args.cluster.as_deref()).await?;
+    let log = ClusterOrEmbedded::open(args.cluster.as_deref()).await?;
     let outcome = run(&args, &log).await;
     log.shutdown().await;
     let broken = outcome?;

@@ -30,7 +30,7 @@
 use std::collections::BTreeMap;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,9 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use corfu::core::client::LogClient;
-use corfu::core::client_config::ClientConfig;
-use corfu::local::{LocalCluster, LocalOptions};
+use corfu::embedded::ClusterOrEmbedded;
 use corfu::objects::{ReplicatedCounter, ReplicatedMap};
 use corfu::smr::{Error, Runtime};
 
@@ -86,54 +84,6 @@ struct Args {
     /// exit (0 if all were right, 1 if not).
     #[arg(long)]
     self_test: bool,
-}
-
-/// The log the example runs on: a cluster embedded in this process, or
-/// one named by a client config.
-struct Log {
-    config: ClientConfig,
-    /// The embedded cluster and the directory holding its data.
-    embedded: Option<(LocalCluster, tempfile::TempDir)>,
-}
-
-impl Log {
-    async fn open(cluster: Option<&FsPath>) -> anyhow::Result<Log> {
-        if let Some(path) = cluster {
-            let config = ClientConfig::load(path)
-                .with_context(|| format!("loading the client config {}", path.display()))?;
-            println!("cluster: {} (from {})", config.cluster_id, path.display());
-            return Ok(Log {
-                config,
-                embedded: None,
-            });
-        }
-        let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let cluster = LocalCluster::start(&dir.path().join("cluster"), 3, LocalOptions::default())
-            .await
-            .context("starting the embedded cluster")?;
-        println!(
-            "cluster: 3 nodes in this process on loopback (QUIC, mutual TLS), one chain of 3, data in {}",
-            dir.path().display()
-        );
-        Ok(Log {
-            config: cluster.client_config(),
-            embedded: Some((cluster, dir)),
-        })
-    }
-
-    /// A runtime over a new log client (a connection of its own).
-    async fn runtime(&self) -> anyhow::Result<(Runtime, LogClient)> {
-        let client = LogClient::connect(&self.config)
-            .await
-            .context("connecting to the cluster")?;
-        Ok((Runtime::new(client.clone()), client))
-    }
-
-    async fn shutdown(self) {
-        if let Some((cluster, _dir)) = self.embedded {
-            cluster.shutdown().await;
-        }
-    }
 }
 
 /// What every handler shares: the runtime and the objects, opened once.
@@ -509,7 +459,7 @@ fn print_curl_commands(addr: SocketAddr) {
     println!("Ctrl-C stops the service.");
 }
 
-async fn run(args: &Args, log: &Log) -> anyhow::Result<bool> {
+async fn run(args: &Args, log: &ClusterOrEmbedded) -> anyhow::Result<bool> {
     let (runtime, client) = log.runtime().await?;
     let namespace = match (&args.namespace, args.self_test) {
         (Some(ns), _) => ns.clone(),
@@ -568,7 +518,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let log = Log::open(args.cluster.as_deref()).await?;
+    let log = ClusterOrEmbedded::open(args.cluster.as_deref()).await?;
     let outcome = run(&args, &log).await;
     log.shutdown().await;
     if !outcome? {

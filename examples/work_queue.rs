@@ -28,7 +28,7 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,8 +37,7 @@ use anyhow::Context;
 use clap::Parser;
 
 use corfu::core::client::LogClient;
-use corfu::core::client_config::ClientConfig;
-use corfu::local::{LocalCluster, LocalOptions};
+use corfu::embedded::ClusterOrEmbedded;
 use corfu::objects::{ReplicatedCounter, ReplicatedQueue};
 use corfu::smr::{Error, Runtime};
 
@@ -76,54 +75,6 @@ struct Args {
     /// Pop each job and count it as processed in one transaction.
     #[arg(long)]
     transactional: bool,
-}
-
-/// The log the example runs on: a cluster embedded in this process, or
-/// one named by a client config.
-struct Log {
-    config: ClientConfig,
-    /// The embedded cluster and the directory holding its data.
-    embedded: Option<(LocalCluster, tempfile::TempDir)>,
-}
-
-impl Log {
-    async fn open(cluster: Option<&Path>) -> anyhow::Result<Log> {
-        if let Some(path) = cluster {
-            let config = ClientConfig::load(path)
-                .with_context(|| format!("loading the client config {}", path.display()))?;
-            println!("cluster: {} (from {})", config.cluster_id, path.display());
-            return Ok(Log {
-                config,
-                embedded: None,
-            });
-        }
-        let dir = tempfile::tempdir().context("creating a temporary directory")?;
-        let cluster = LocalCluster::start(&dir.path().join("cluster"), 3, LocalOptions::default())
-            .await
-            .context("starting the embedded cluster")?;
-        println!(
-            "cluster: 3 nodes in this process on loopback (QUIC, mutual TLS), one chain of 3, data in {}",
-            dir.path().display()
-        );
-        Ok(Log {
-            config: cluster.client_config(),
-            embedded: Some((cluster, dir)),
-        })
-    }
-
-    /// A runtime over a new log client (a connection of its own).
-    async fn runtime(&self) -> anyhow::Result<(Runtime, LogClient)> {
-        let client = LogClient::connect(&self.config)
-            .await
-            .context("connecting to the cluster")?;
-        Ok((Runtime::new(client.clone()), client))
-    }
-
-    async fn shutdown(self) {
-        if let Some((cluster, _dir)) = self.embedded {
-            cluster.shutdown().await;
-        }
-    }
 }
 
 /// Object names of one run.
@@ -244,7 +195,7 @@ fn check_exactly_once(args: &Args, consumers: &[Consumed]) -> Vec<String> {
     broken
 }
 
-async fn run(args: &Args, log: &Log) -> anyhow::Result<Vec<String>> {
+async fn run(args: &Args, log: &ClusterOrEmbedded) -> anyhow::Result<Vec<String>> {
     let (runtimes, clients): (Vec<Runtime>, Vec<LogClient>) =
         vec![log.runtime().await?, log.runtime().await?]
             .into_iter()
@@ -382,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.producers >= 1, "--producers must be at least 1");
     anyhow::ensure!(args.consumers >= 1, "--consumers must be at least 1");
 
-    let log = Log::open(args.cluster.as_deref()).await?;
+    let log = ClusterOrEmbedded::open(args.cluster.as_deref()).await?;
     let outcome = run(&args, &log).await;
     log.shutdown().await;
     let broken = outcome?;

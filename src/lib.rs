@@ -27,6 +27,7 @@ pub use smr;
 
 pub mod bench;
 pub mod cluster;
+pub mod embedded;
 pub mod layout_cli;
 pub mod local;
 pub mod log_cli;

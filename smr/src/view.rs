@@ -347,18 +347,7 @@ impl<T: StateMachine> View<T> {
         };
         if let Some(kept) = kept {
             for (address, payload) in kept {
-                // The view applied this entry already, so it decodes.
-                let decoded =
-                    record::decode_entry::<T::Op>(&payload, self.stream).map_err(|reason| {
-                        Error::Undecodable {
-                            object: self.name.to_string(),
-                            address,
-                            reason,
-                        }
-                    })?;
-                for op in decoded.ops {
-                    state.apply(op, address);
-                }
+                self.replay(&mut state, address, &payload)?;
             }
             return Ok(state);
         }
@@ -377,24 +366,29 @@ impl<T: StateMachine> View<T> {
                         ),
                     });
                 }
-                // The view applied this entry already, so it decodes; if
-                // not, the log changed under us, which is reported as such.
-                let decoded =
-                    record::decode_entry::<T::Op>(&payload, self.stream).map_err(|reason| {
-                        Error::Undecodable {
-                            object: self.name.to_string(),
-                            address,
-                            reason,
-                        }
-                    })?;
-                for op in decoded.ops {
-                    state.apply(op, address);
-                }
+                self.replay(&mut state, address, &payload)?;
                 from = address + 1;
             }
             from = to;
         }
         Ok(state)
+    }
+
+    /// Applies an entry the view applied before to a private copy of a
+    /// past state. It decoded then, so it decodes now; if not, the log
+    /// changed under us, which is reported as such.
+    fn replay(&self, state: &mut T, address: Address, payload: &[u8]) -> Result<(), Error> {
+        let decoded = record::decode_entry::<T::Op>(payload, self.stream).map_err(|reason| {
+            Error::Undecodable {
+                object: self.name.to_string(),
+                address,
+                reason,
+            }
+        })?;
+        for op in decoded.ops {
+            state.apply(op, address);
+        }
+        Ok(())
     }
 
     pub(crate) fn add_waiter(&self, seq: u64, waiter: Waiter<T>) {
