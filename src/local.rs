@@ -33,6 +33,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
 use corfu_core::client_config::ClientConfig;
+use corfu_core::detector::DetectorConfig;
 use corfu_core::layout::Layout;
 use corfu_core::logunit::{LogUnitConfig, SyncPolicy};
 use corfu_core::node::{self, NodeConfig, RunningNode};
@@ -62,16 +63,21 @@ pub struct InitOptions {
     pub base_port: u16,
     /// The log units' durability policy.
     pub sync: SyncPolicy,
+    /// The nodes' `[failure_detector]` table, if they run one (every node
+    /// hosts a layout server, so each would).
+    pub failure_detector: Option<DetectorConfig>,
 }
 
 impl InitOptions {
-    /// Three nodes from port 7001, `sync = always`, in `dir`.
+    /// Three nodes from port 7001, `sync = always`, no failure detector,
+    /// in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> InitOptions {
         InitOptions {
             dir: dir.into(),
             nodes: 3,
             base_port: 7001,
             sync: SyncPolicy::Always,
+            failure_detector: None,
         }
     }
 }
@@ -183,7 +189,7 @@ fn node_toml(config: &NodeConfig, cluster_dir: &Path) -> String {
          key = \"tls/node.key\"\n\
          \n\
          [log_unit]\n\
-         sync = \"{sync}\"\n",
+         sync = \"{sync}\"\n{detector}",
         id = config.node_id,
         path = cluster_dir
             .join(&config.node_id)
@@ -192,6 +198,14 @@ fn node_toml(config: &NodeConfig, cluster_dir: &Path) -> String {
         listen = config.listen,
         roles = roles.join(", "),
         sync = sync_name(config.log_unit.sync),
+        detector = if config.failure_detector.enabled {
+            format!(
+                "\n[failure_detector]\nenabled = true\nfailure_timeout_ms = {}\nprobe_interval_ms = {}\n",
+                config.failure_detector.failure_timeout_ms, config.failure_detector.probe_interval_ms
+            )
+        } else {
+            String::new()
+        },
     )
 }
 
@@ -297,6 +311,9 @@ fn create_dir(dir: &Path) -> anyhow::Result<bool> {
 /// a node count outside 1..=[`NODES_MAX`], and ports above 65535.
 pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
     anyhow::ensure!(opts.base_port > 0, "--base-port must be at least 1");
+    if let Some(detector) = &opts.failure_detector {
+        detector.validate().map_err(anyhow::Error::msg)?;
+    }
     check_new_cluster(&opts.dir, opts.nodes)?;
     let last_port = usize::from(opts.base_port) + opts.nodes - 1;
     anyhow::ensure!(
@@ -326,7 +343,13 @@ fn write_cluster(dir: &Path, opts: &InitOptions) -> anyhow::Result<InitReport> {
         let port = u16::try_from(usize::from(opts.base_port) + i).context("port overflow")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let node_dir = dir.join(id);
-        let expected = node_config(&node_dir, id, addr, cluster_id, roles_of(k, 1), opts.sync);
+        let mut expected = node_config(&node_dir, id, addr, cluster_id, roles_of(k, 1), opts.sync);
+        if let Some(detector) = &opts.failure_detector {
+            expected.failure_detector = DetectorConfig {
+                enabled: true,
+                ..detector.clone()
+            };
+        }
         let path = node_dir.join("node.toml");
         write_new(&path, &node_toml(&expected, dir))?;
         let loaded = NodeConfig::load(&path).context("checking the written node config")?;
@@ -441,11 +464,11 @@ fn load_cluster_dir(dir: &Path) -> anyhow::Result<ClusterDir> {
 }
 
 /// A node process started by [`up`].
-struct NodeProcess {
-    node_id: String,
-    addr: String,
-    log: PathBuf,
-    child: Child,
+pub(crate) struct NodeProcess {
+    pub(crate) node_id: String,
+    pub(crate) addr: String,
+    pub(crate) log: PathBuf,
+    pub(crate) child: Child,
 }
 
 /// The last non-empty line of a log file, for error messages.
@@ -468,7 +491,7 @@ fn exited(node: &NodeProcess, status: ExitStatus) -> anyhow::Error {
     )
 }
 
-fn spawn_node(
+pub(crate) fn spawn_node(
     exe: &Path,
     config: &Path,
     node_id: &str,
@@ -483,11 +506,7 @@ fn spawn_node(
         .with_context(|| format!("opening {}", log.display()))?;
     {
         use std::io::Write;
-        let _ = writeln!(
-            out,
-            "--- started by `corfu local up` (pid {}) ---",
-            std::process::id()
-        );
+        let _ = writeln!(out, "--- started by corfu (pid {}) ---", std::process::id());
     }
     let err = out
         .try_clone()
@@ -543,7 +562,7 @@ fn spawn_node(
 }
 
 /// Waits until `node` answers a ping, or fails naming it and its log.
-async fn wait_ready(
+pub(crate) async fn wait_ready(
     endpoint: &corfu_core::transport::ClientEndpoint,
     node: &mut NodeProcess,
     timeout: Duration,
@@ -578,7 +597,7 @@ async fn wait_ready(
 
 /// Sends SIGTERM to every node still running, waits up to `grace`, then
 /// kills the rest.
-async fn stop_all(nodes: &mut [NodeProcess], grace: Duration) {
+pub(crate) async fn stop_all(nodes: &mut [NodeProcess], grace: Duration) {
     for node in nodes.iter_mut() {
         if let (Ok(None), Some(pid)) = (node.child.try_wait(), node.child.id()) {
             if let Ok(pid) = libc::pid_t::try_from(pid) {
@@ -696,6 +715,7 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<()> {
             nodes: opts.nodes.unwrap_or(3),
             base_port: opts.base_port,
             sync: opts.sync,
+            failure_detector: None,
         })?;
         println!(
             "initialized {} ({} nodes, cluster {})",
@@ -1051,6 +1071,7 @@ pub async fn run_local(command: LocalCommand) -> anyhow::Result<()> {
                 nodes: args.nodes,
                 base_port: args.base_port,
                 sync: args.sync,
+                failure_detector: None,
             })?;
             println!(
                 "local cluster {} ({} nodes) in {}",

@@ -31,9 +31,12 @@ enum Command {
     },
     /// Ping a node and print who it is.
     Ping(PingArgs),
-    /// The embedded demo (what `corfu` with no command runs).
+    /// The embedded demo (what `corfu` with no command runs): a 3-node
+    /// cluster, two clients running transactions over a queue, a map and a
+    /// counter, one node killed.
     Quickstart {
-        /// Keep the demo's data here instead of a temporary directory.
+        /// Keep the cluster (configs, data, node logs) here instead of a
+        /// temporary directory; it must not hold a cluster already.
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -243,7 +246,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Node { config } => run_node(config).await,
         Command::Ping(args) => ping(args).await,
         Command::Quickstart { dir } => {
-            corfu::quickstart::run(corfu::quickstart::QuickstartOptions { dir }).await
+            corfu::quickstart::run(corfu::quickstart::QuickstartOptions { dir, exe: None }).await
         }
         Command::Local { which } => corfu::local::run_local(which).await,
         Command::Cluster { which } => corfu::cluster::run_cluster(which).await,

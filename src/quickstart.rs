@@ -1,267 +1,510 @@
-//! The embedded default run by `corfu` with no arguments: a node hosting
-//! every role on loopback, reached over QUIC with mutual TLS; the layout
-//! service decides epoch 1, the sequencer hands out positions, the log unit
-//! stores entries write-once; pings are measured, and a client of another
-//! cluster and a client without a certificate are refused. It grows into
-//! the full quickstart (a 3-node cluster with objects) as the client and
-//! object layers land.
+//! The embedded default run by `corfu` with no arguments.
+//!
+//! It starts a 3-node cluster of `corfu node` processes on loopback (QUIC
+//! with TLS 1.3, certificates from a CA it generates, every node a layout
+//! server and a log unit running its failure detector, node 1 also the
+//! sequencer; one replication chain n1 -> n2 -> n3), then:
+//!
+//! 1. two clients, *alice* and *bob* (each its own connection and runtime,
+//!    as two processes would be), open a queue, a map and a counter; alice
+//!    pushes the orders;
+//! 2. both ship orders concurrently, each shipment one transaction over
+//!    the three objects: pop an order, record who shipped it in the map,
+//!    count it;
+//! 3. part way through, node n2 is killed with SIGKILL; the nodes' failure
+//!    detectors remove it (a new epoch, chain n1 -> n3) and the clients
+//!    carry on;
+//! 4. the result is checked: every order shipped exactly once, counter and
+//!    map agree, the queue is empty; a third client replays the log from
+//!    the start to the same state; an append after the failover reads
+//!    back; a client of another cluster is refused.
+//!
+//! It prints a few lines on what happened (progress bars on a terminal)
+//! and returns an error if any check fails.
 
+use std::collections::BTreeMap;
+use std::net::UdpSocket;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use corfu_core::layout::{Layout, NodeAddr, Segment, Stripe};
-use corfu_core::layout_service::proposer::Proposer;
-use corfu_core::node::{self, NodeConfig};
-use corfu_core::transport::tls::{self, ClusterCa};
-use corfu_core::transport::{ClientEndpoint, TransportConfig, TransportError};
-use corfu_core::types::{ClusterId, Role, StreamId};
-use corfu_core::wire::logunit::{
-    AddressedEntry, Entry, LogUnitRequest, LogUnitResponse, ReadOutcome, StreamHeader, WriteOutcome,
-};
-use corfu_core::wire::sequencer::{SequencerRequest, SequencerResponse};
-use corfu_core::wire::{Request, Response};
+use indicatif::{ProgressBar, ProgressStyle};
+use objects::{ReplicatedCounter, ReplicatedMap, ReplicatedQueue};
+use smr::{Error as SmrError, Runtime};
 
-use crate::stats::percentiles;
+use corfu_core::client::LogClient;
+use corfu_core::client_config::ClientConfig;
+use corfu_core::detector::DetectorConfig;
+use corfu_core::layout::Layout;
+use corfu_core::logunit::SyncPolicy;
+use corfu_core::transport::tls;
+use corfu_core::transport::{ClientEndpoint, TransportConfig};
+use corfu_core::types::{ClusterId, StreamId};
+use corfu_core::wire::logunit::ReadOutcome;
+use corfu_core::wire::{LogUnitRequest, Request, Response};
 
-/// The shared log's pieces on one node: the layout service decides epoch 1,
-/// the sequencer is bootstrapped and hands out positions with backpointers,
-/// the log unit stores entries write-once at those positions.
-async fn log_round_trip(
-    client: &ClientEndpoint,
-    addr: &str,
-    cluster_id: ClusterId,
-) -> anyhow::Result<()> {
-    let node = NodeAddr {
-        node_id: "n1".into(),
-        addr: addr.to_string(),
-    };
-    let layout = Layout {
-        cluster_id,
-        epoch: 1,
-        layout_servers: vec![node.clone()],
-        sequencers: vec![node.clone()],
-        segments: vec![Segment {
-            start: 0,
-            end: None,
-            stripes: vec![Stripe { chain: vec![node] }],
-        }],
-    };
-    let proposer = Proposer::new(client.clone(), vec![addr.to_string()], 1);
-    let chosen = proposer.bootstrap(layout).await?;
-    println!(
-        "layout: epoch {} decided by the Paxos layout service",
-        chosen.epoch
-    );
+use crate::cluster::{self, Shape};
+use crate::local::{self, InitOptions, NodeProcess};
 
-    let peer = client.peer(addr);
-    let epoch = chosen.epoch;
-    let bootstrap = Request::Sequencer(SequencerRequest::Bootstrap {
-        epoch,
-        next: 0,
-        stream_tails: vec![],
-    });
-    anyhow::ensure!(
-        peer.call(epoch, bootstrap).await? == Response::Sequencer(SequencerResponse::Done),
-        "sequencer bootstrap refused"
-    );
-    let stream = StreamId::from_name("greetings");
-    let mut written = Vec::new();
-    for word in ["hello", "shared", "log"] {
-        let token = Request::Sequencer(SequencerRequest::Token {
-            count: 1,
-            streams: vec![stream],
-            condition: None,
-        });
-        let (address, backpointer) = match peer.call(epoch, token).await? {
-            Response::Sequencer(SequencerResponse::Token {
-                start, previous, ..
-            }) => (start, previous.first().and_then(|(_, bp)| *bp)),
-            other => anyhow::bail!("token answered {other:?}"),
-        };
-        let write = Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
-            address,
-            entry: Entry {
-                streams: vec![StreamHeader {
-                    stream,
-                    backpointer,
-                }],
-                payload: word.as_bytes().to_vec(),
-            },
-        }));
-        match peer.call(epoch, write).await? {
-            Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Ok)) => written.push(address),
-            other => anyhow::bail!("write answered {other:?}"),
-        }
-    }
-    // Write-once: a second write to a taken address learns what is there.
-    let again = Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
-        address: written[0],
-        entry: Entry {
-            streams: vec![],
-            payload: b"overwrite?".to_vec(),
-        },
-    }));
-    let refused = matches!(
-        peer.call(epoch, again).await?,
-        Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Overwritten(_)))
-    );
-    anyhow::ensure!(refused, "write-once did not hold");
-    let read = Request::LogUnit(LogUnitRequest::ReadRange { from: 0, to: 3 });
-    let Response::LogUnit(LogUnitResponse::Reads(reads)) = peer.call(epoch, read).await? else {
-        anyhow::bail!("range read failed");
-    };
-    let words: Vec<String> = reads
-        .iter()
-        .filter_map(|(_, outcome)| match outcome {
-            ReadOutcome::Data(e) => Some(String::from_utf8_lossy(&e.payload).into_owned()),
-            _ => None,
-        })
-        .collect();
-    anyhow::ensure!(words == ["hello", "shared", "log"], "read back {words:?}");
-    println!(
-        "log: 3 entries of stream \"greetings\" at addresses {written:?} (tokens from the sequencer, stored durably, read back: {}); a second write to address {} was refused (write-once)",
-        words.join(" "),
-        written[0]
-    );
-    Ok(())
-}
+/// Nodes of the quickstart's cluster.
+const NODES: usize = 3;
+/// The node killed part way through (0-based: n2, the middle of the chain).
+const VICTIM: usize = 1;
+/// The nodes' failure detector: a node unreachable this long is removed.
+const FAILURE_TIMEOUT_MS: u64 = 500;
+/// How often the detectors probe.
+const PROBE_INTERVAL_MS: u64 = 100;
+/// Orders alice pushes.
+const ORDERS: u64 = 600;
+/// The kill comes once this many orders are shipped.
+const KILL_AFTER: u64 = ORDERS / 4;
+/// The longest the whole run may take before it is declared stuck.
+const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Transactions in a row whose outcome a shipper may fail to learn (a
+/// node dying under it) before it gives up.
+const UNKNOWN_OUTCOMES_MAX: u32 = 50;
 
 /// Options of the quickstart.
 #[derive(Debug, Clone, Default)]
 pub struct QuickstartOptions {
-    /// Where to keep the node's data; a temporary directory if `None`.
+    /// Where to keep the cluster (configs, certificates, data, node logs);
+    /// a temporary directory, removed at the end, if `None`.
     pub dir: Option<PathBuf>,
+    /// The `corfu` binary to run the nodes with; the running executable if
+    /// `None` (right when `corfu` itself runs the quickstart).
+    pub exe: Option<PathBuf>,
+}
+
+/// The objects of one client.
+struct Shop {
+    orders: ReplicatedQueue<u64>,
+    shipped: ReplicatedMap<u64, String>,
+    count: ReplicatedCounter,
+}
+
+impl Shop {
+    fn open(rt: &Runtime) -> Result<Shop, SmrError> {
+        Ok(Shop {
+            orders: rt.open("quickstart/orders")?,
+            shipped: rt.open("quickstart/shipped")?,
+            count: rt.open("quickstart/shipped-count")?,
+        })
+    }
+}
+
+/// What one shipper did.
+#[derive(Debug, Default)]
+struct Shipped {
+    /// Transactions committed that shipped an order.
+    commits: u64,
+    /// Transactions whose every attempt conflicted (tried again).
+    gave_up: u64,
+    /// Transactions whose outcome was unknown (a node failed under them);
+    /// the order is then either shipped or still queued, never half done.
+    unknown: u64,
+}
+
+/// Progress shared by the shippers and the conductor.
+#[derive(Default)]
+struct Progress {
+    shipped: AtomicU64,
+    /// When each shipment committed, in commit order per shipper.
+    commit_times: Mutex<Vec<Instant>>,
+}
+
+/// Ships orders until the queue is empty (alice pushed every order before
+/// the shippers started, so an empty queue means done).
+async fn ship(
+    rt: Runtime,
+    who: &'static str,
+    progress: Arc<Progress>,
+    bar: ProgressBar,
+) -> anyhow::Result<Shipped> {
+    let shop = Shop::open(&rt)?;
+    let shop = &shop;
+    let mut done = Shipped::default();
+    let mut unknown_in_a_row = 0;
+    loop {
+        let outcome = rt
+            .transaction(|tx| async move {
+                let order = shop.orders.tx_pop(&tx).await?;
+                if let Some(order) = order {
+                    shop.shipped.tx_insert(&tx, order, who.to_string())?;
+                    shop.count.tx_add(&tx, 1)?;
+                }
+                Ok(order)
+            })
+            .await;
+        match outcome {
+            Ok(Some(_)) => {
+                unknown_in_a_row = 0;
+                done.commits += 1;
+                progress
+                    .commit_times
+                    .lock()
+                    .expect("commit times")
+                    .push(Instant::now());
+                let n = progress.shipped.fetch_add(1, Ordering::Relaxed) + 1;
+                bar.set_position(n);
+            }
+            Ok(None) => return Ok(done),
+            Err(SmrError::Aborted { .. }) => done.gave_up += 1,
+            Err(e @ SmrError::Log { .. }) => {
+                done.unknown += 1;
+                unknown_in_a_row += 1;
+                if unknown_in_a_row > UNKNOWN_OUTCOMES_MAX {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "{who}: {UNKNOWN_OUTCOMES_MAX} transactions in a row failed"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context(format!("{who} shipping"))),
+        }
+    }
+}
+
+/// A spinner (or, with a length, a bar) on stderr; hidden when stderr is
+/// not a terminal.
+fn progress_bar(len: Option<u64>, message: &str) -> ProgressBar {
+    let bar = match len {
+        Some(len) => ProgressBar::new(len).with_style(
+            ProgressStyle::with_template("  {msg} [{bar:30}] {pos}/{len}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("  {spinner} {msg}").expect("a valid template"),
+        ),
+    };
+    bar.set_message(message.to_string());
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// A base port with `count` consecutive free UDP ports on loopback.
+fn free_ports(count: usize) -> anyhow::Result<u16> {
+    for _ in 0..50 {
+        let base: u16 = rand::random_range(20_000..60_000);
+        let held: Result<Vec<UdpSocket>, _> = (0..count)
+            .map(|i| UdpSocket::bind(("127.0.0.1", base + i as u16)))
+            .collect();
+        if held.is_ok() {
+            return Ok(base);
+        }
+    }
+    anyhow::bail!("found no {count} consecutive free UDP ports on 127.0.0.1 in 50 tries")
+}
+
+/// The chains of a layout's open segment, as `n1 -> n3`.
+fn chains(layout: &Layout) -> String {
+    layout
+        .segments
+        .last()
+        .map(|s| {
+            s.stripes
+                .iter()
+                .map(|st| {
+                    st.chain
+                        .iter()
+                        .map(|n| n.node_id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" -> ")
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
+}
+
+/// The longest gap between consecutive commits that spans `at`.
+fn pause_around(times: &mut [Instant], at: Instant) -> Duration {
+    times.sort();
+    let before = times.iter().rev().find(|t| **t <= at);
+    let after = times.iter().find(|t| **t > at);
+    match (before, after) {
+        (Some(b), Some(a)) => *a - *b,
+        (None, Some(a)) => *a - at,
+        _ => Duration::ZERO,
+    }
 }
 
 /// Runs the quickstart, printing what happens; returns an error if any step
 /// does not behave as it should.
 pub async fn run(opts: QuickstartOptions) -> anyhow::Result<()> {
+    let started = Instant::now();
     let temp;
     let dir = match &opts.dir {
         Some(d) => d.clone(),
         None => {
-            temp = tempfile::tempdir()?;
-            temp.path().to_path_buf()
+            temp = tempfile::tempdir().context("creating a temporary directory")?;
+            temp.path().join("cluster")
         }
     };
-    let data_dir = dir.join("n1");
-    let config = NodeConfig {
-        node_id: "n1".into(),
-        listen: ([127, 0, 0, 1], 0).into(),
-        data_dir: data_dir.clone(),
-        cluster_id: None,
-        roles: vec![Role::LayoutServer, Role::Sequencer, Role::LogUnit],
-        tls: tls::NodeTlsConfig {
-            client_auth: true,
-            ..Default::default()
-        },
-        transport: TransportConfig::default(),
-        log_unit: Default::default(),
-        sequencer: Default::default(),
-        failure_detector: Default::default(),
+    let exe = match opts.exe {
+        Some(exe) => exe,
+        None => std::env::current_exe().context("locating the corfu executable")?,
     };
-    let node = node::start(config).await.context("starting the node")?;
-    let addr = node.local_addr().to_string();
     println!(
-        "started node n1 on {addr} (QUIC, TLS 1.3, client certificates required); data in {}",
-        data_dir.display()
+        "corfu quickstart: a 3-node cluster, two clients, replicated objects, one node killed"
     );
 
-    // A client certificate issued by the cluster CA the node generated.
-    let tls_dir = data_dir.join("tls");
-    let ca = ClusterCa::load(&tls_dir.join("ca.pem"), &tls_dir.join("ca.key"))?;
-    let identity = ca.issue("quickstart-client", &[])?.identity()?;
-    let roots = tls::load_certs(&tls_dir.join("ca.pem"))?;
-    let client = ClientEndpoint::new(
-        tls::client_crypto(&roots, Some(&identity))?,
-        TransportConfig::default(),
-        node.cluster_id(),
-    )?;
-    let peer = client.peer(&addr);
-    match peer.call(0, Request::Info).await? {
-        Response::Info(info) => println!(
-            "info: node {} of cluster {}, roles {:?}, protocol v{}, corfu {}",
-            info.node_id, info.cluster_id, info.roles, info.protocol_version, info.software_version
+    let mut procs = Vec::new();
+    let outcome = tokio::time::timeout(RUN_TIMEOUT, run_on(&dir, &exe, &mut procs)).await;
+    local::stop_all(&mut procs, Duration::from_secs(5)).await;
+    match outcome {
+        Ok(Ok(())) => {
+            println!(
+                "done in {:.1} s; the nodes are stopped{}",
+                started.elapsed().as_secs_f64(),
+                match &opts.dir {
+                    Some(d) => format!(" (their data and logs are in {})", d.display()),
+                    None => String::new(),
+                }
+            );
+            Ok(())
+        }
+        Ok(Err(e)) => Err(e.context(format!(
+            "the quickstart failed; node logs are in {}/nK/node.log{}",
+            dir.display(),
+            if opts.dir.is_none() {
+                " (a temporary directory, now removed: pass --dir to keep it)"
+            } else {
+                ""
+            }
+        ))),
+        Err(_) => anyhow::bail!(
+            "the quickstart did not finish within {} s; node logs are in {}/nK/node.log",
+            RUN_TIMEOUT.as_secs(),
+            dir.display()
         ),
-        other => anyhow::bail!("unexpected answer to Info: {other:?}"),
     }
+}
 
-    log_round_trip(&client, &addr, node.cluster_id()).await?;
+async fn run_on(
+    dir: &std::path::Path,
+    exe: &std::path::Path,
+    procs: &mut Vec<NodeProcess>,
+) -> anyhow::Result<()> {
+    // 1. The cluster.
+    let bar = progress_bar(None, "starting 3 node processes");
+    let report = local::init(&InitOptions {
+        nodes: NODES,
+        base_port: free_ports(NODES)?,
+        sync: SyncPolicy::Always,
+        failure_detector: Some(DetectorConfig {
+            enabled: true,
+            failure_timeout_ms: FAILURE_TIMEOUT_MS,
+            probe_interval_ms: PROBE_INTERVAL_MS,
+        }),
+        ..InitOptions::new(dir)
+    })?;
+    for node in &report.nodes {
+        procs.push(local::spawn_node(
+            exe,
+            &node.config,
+            &node.node_id,
+            node.addr.to_string(),
+            &report.dir,
+        )?);
+    }
+    let config = ClientConfig::load(&report.cluster_config)?;
+    let endpoint = config.endpoint().context("client endpoint")?;
+    for proc in procs.iter_mut() {
+        local::wait_ready(&endpoint, proc, Duration::from_secs(20)).await?;
+    }
+    let first = cluster::bootstrap_with(&endpoint, &config, Shape::default()).await?;
+    bar.finish_and_clear();
+    let addrs: Vec<String> = report.nodes.iter().map(|n| n.addr.to_string()).collect();
+    println!(
+        "  cluster: nodes n1 n2 n3 as processes on {} (QUIC, TLS 1.3), epoch {}, chain {}, sequencer on n1; data in {}",
+        addrs.join(" "),
+        first.epoch,
+        chains(&first),
+        report.dir.display()
+    );
 
-    let mut samples = Vec::new();
-    let deadline = Instant::now() + Duration::from_millis(500);
-    while Instant::now() < deadline {
-        let t = Instant::now();
-        let answer = peer.call(0, Request::Ping).await?;
-        samples.push(t.elapsed());
+    // 2. Two clients and their objects; alice pushes the orders.
+    let alice_log = LogClient::connect(&config).await?;
+    let bob_log = LogClient::connect(&config).await?;
+    let alice = Runtime::new(alice_log.clone());
+    let bob = Runtime::new(bob_log.clone());
+    let bar = progress_bar(Some(ORDERS), "alice pushes orders");
+    {
+        let shop = Shop::open(&alice)?;
+        let pushed = AtomicU64::new(0);
+        let (shop, pushed, bar) = (&shop, &pushed, &bar);
+        futures_util::future::try_join_all((0..ORDERS).map(|order| async move {
+            shop.orders.push(order).await?;
+            bar.set_position(pushed.fetch_add(1, Ordering::Relaxed) + 1);
+            Ok::<_, SmrError>(())
+        }))
+        .await?;
+    }
+    bar.finish_and_clear();
+    println!(
+        "  objects: alice and bob (two clients, two connections) opened a queue, a map and a counter; alice pushed {ORDERS} orders"
+    );
+
+    // 3. Both ship; n2 is killed part way.
+    println!(
+        "  transactions: alice and bob ship concurrently; a shipment pops an order, records it in the map and counts it, in one transaction"
+    );
+    let progress = Arc::new(Progress::default());
+    let bar = progress_bar(Some(ORDERS), "alice and bob ship orders");
+    let shippers = [("alice", alice.clone()), ("bob", bob.clone())]
+        .map(|(who, rt)| tokio::spawn(ship(rt, who, progress.clone(), bar.clone())));
+    while progress.shipped.load(Ordering::Relaxed) < KILL_AFTER
+        && shippers.iter().all(|s| !s.is_finished())
+    {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let victim = &mut procs[VICTIM];
+    let pid = victim.child.id().unwrap_or(0);
+    victim.child.start_kill().context("killing n2")?;
+    let killed_at = Instant::now();
+    let shipped_at_kill = progress.shipped.load(Ordering::Relaxed);
+    let _ = victim.child.wait().await;
+    bar.suspend(|| {
+        println!(
+            "  kill: n2 (pid {pid}) killed with SIGKILL after {shipped_at_kill} orders shipped"
+        );
+    });
+    // Watch the layout until the detectors have removed n2.
+    let victim_id = &report.nodes[VICTIM].node_id;
+    let after = loop {
+        let layout = alice_log.refresh_layout().await?;
+        if layout.epoch > first.epoch && !chains(&layout).contains(victim_id.as_str()) {
+            break layout;
+        }
         anyhow::ensure!(
-            answer == Response::Pong,
-            "unexpected answer to Ping: {answer:?}"
+            killed_at.elapsed() < Duration::from_secs(30),
+            "n2 was not removed from the layout within 30 s of its kill"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let removed_in = killed_at.elapsed();
+    bar.suspend(|| {
+        println!(
+            "  failover: the failure detectors removed n2 {} ms after the kill (timeout {FAILURE_TIMEOUT_MS} ms): epoch {}, chain {}",
+            removed_in.as_millis(),
+            after.epoch,
+            chains(&after),
+        )
+    });
+    let mut shipped: BTreeMap<&str, Shipped> = BTreeMap::new();
+    for (who, shipper) in ["alice", "bob"].into_iter().zip(shippers) {
+        shipped.insert(who, shipper.await.context("a shipper panicked")??);
+    }
+    bar.finish_and_clear();
+    let mut times = std::mem::take(&mut *progress.commit_times.lock().expect("commit times"));
+    let pause = pause_around(&mut times, killed_at);
+    let shipped_after = progress.shipped.load(Ordering::Relaxed) - shipped_at_kill;
+    println!(
+        "  carried on: {shipped_after} orders shipped after the kill; the longest pause in shipments was {} ms",
+        pause.as_millis()
+    );
+
+    // 4. Checks.
+    let shop = Shop::open(&bob)?;
+    let map = shop.shipped.snapshot().await?;
+    let count = shop.count.get().await?;
+    let left = shop.orders.len().await?;
+    let missing: Vec<u64> = (0..ORDERS).filter(|o| !map.contains_key(o)).collect();
+    anyhow::ensure!(
+        missing.is_empty() && map.len() as u64 == ORDERS,
+        "the map holds {} orders, missing {missing:?}",
+        map.len()
+    );
+    anyhow::ensure!(
+        count == ORDERS as i64,
+        "the counter says {count}, the map {}",
+        map.len()
+    );
+    anyhow::ensure!(left == 0, "{left} orders are still queued");
+    let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+    for who in map.values() {
+        *by.entry(who.as_str()).or_default() += 1;
+    }
+    for (who, done) in &shipped {
+        anyhow::ensure!(
+            by.get(who).copied().unwrap_or(0) >= done.commits,
+            "{who} committed {} shipments but the map credits {} to it",
+            done.commits,
+            by.get(who).copied().unwrap_or(0)
         );
     }
-    let p = percentiles(&mut samples);
+    let stats = [alice.transaction_stats(), bob.transaction_stats()];
+    let conflicts: u64 = stats.iter().map(|s| s.aborts).sum();
+    let unknown: u64 = shipped.values().map(|s| s.unknown).sum();
     println!(
-        "ping: {} round trips one at a time, p50 {:.0} us, p99 {:.0} us",
-        p.count, p.p50_us, p.p99_us
+        "  result: all {ORDERS} orders shipped exactly once (alice {}, bob {}); counter {count}, queue empty; {conflicts} conflicting attempts retried{}",
+        by.get("alice").copied().unwrap_or(0),
+        by.get("bob").copied().unwrap_or(0),
+        if unknown > 0 {
+            format!(", {unknown} transactions with an unknown outcome during the failover tried again")
+        } else {
+            String::new()
+        }
     );
 
-    let total = 100_000;
-    let t = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..64 {
-        let peer = peer.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..total / 64 {
-                peer.call(0, Request::Ping).await?;
-            }
-            Ok::<_, TransportError>(())
-        }));
-    }
-    for task in tasks {
-        task.await??;
-    }
+    // A third client plays the log back from the start.
+    let carol_log = LogClient::connect(&config).await?;
+    let carol = Runtime::new(carol_log.clone());
+    let replay = Instant::now();
+    let shop = Shop::open(&carol)?;
+    let (map2, count2, left2) = (
+        shop.shipped.snapshot().await?,
+        shop.count.get().await?,
+        shop.orders.len().await?,
+    );
+    anyhow::ensure!(
+        map2 == map && count2 == count && left2 == 0,
+        "a new client rebuilt a different state: {} orders in the map, counter {count2}, {left2} queued",
+        map2.len()
+    );
+    let tail = carol_log.tail().await?;
+    let hello = b"hello after the failover".to_vec();
+    let address = carol_log
+        .append(
+            hello.clone(),
+            &[StreamId::from_name("quickstart/greetings")],
+        )
+        .await?;
+    let ReadOutcome::Data(entry) = carol_log.read(address).await? else {
+        anyhow::bail!("the append at {address} does not read back");
+    };
+    anyhow::ensure!(
+        entry.payload == hello,
+        "address {address} reads back other data"
+    );
     println!(
-        "ping: {} requests pipelined from 64 tasks on one connection, {:.0} requests/s",
-        total / 64 * 64,
-        (total / 64 * 64) as f64 / t.elapsed().as_secs_f64()
+        "  replay: a third client rebuilt the same objects from the log's {tail} entries in {} ms; an append after the failover landed at address {address} and read back from chain {}",
+        replay.elapsed().as_millis(),
+        chains(&carol_log.layout())
     );
 
-    // A client from another cluster is told so.
+    // A client of another cluster is refused.
+    let roots = tls::load_certs(&config.tls.ca_cert)?;
     let stranger = ClientEndpoint::new(
-        tls::client_crypto(&roots, Some(&identity))?,
+        tls::client_crypto(&roots, None)?,
         TransportConfig::default(),
         ClusterId::random(),
     )?;
     match stranger
-        .peer(&addr)
-        .call(0, Request::LogUnit(corfu_core::wire::LogUnitRequest::Tail))
+        .peer(&report.nodes[0].addr.to_string())
+        .call(0, Request::LogUnit(LogUnitRequest::Tail))
         .await?
     {
-        Response::Error(e) => println!("a client of another cluster is refused: {e}"),
+        Response::Error(e) => println!("  security: a client of another cluster is refused: {e}"),
         other => anyhow::bail!("a client of another cluster got {other:?}"),
     }
     stranger.close();
-
-    // A client without a certificate is refused at the handshake.
-    let anonymous = ClientEndpoint::new(
-        tls::client_crypto(&roots, None)?,
-        TransportConfig {
-            request_timeout_ms: 3_000,
-            ..TransportConfig::default()
-        },
-        node.cluster_id(),
-    )?;
-    match anonymous.peer(&addr).call(0, Request::Ping).await {
-        Err(e @ TransportError::Tls { .. }) => {
-            println!("a client without a certificate is refused: {e}")
-        }
-        other => anyhow::bail!("a client without a certificate was not refused: {other:?}"),
+    for log in [alice_log, bob_log, carol_log] {
+        log.close();
     }
-    anonymous.close();
-
-    client.close();
-    node.shutdown().await;
-    println!("node stopped cleanly; done");
+    endpoint.close();
     Ok(())
 }
