@@ -94,7 +94,7 @@ pub enum MapCommand {
     /// Remove KEY (whether or not present); print the entry's address.
     #[command(after_help = EXIT_HELP)]
     Remove(KeyArgs),
-    /// Print every key and value (KEY<TAB>VALUE), in key order.
+    /// Print every key and value (key, a tab, value), in key order.
     #[command(after_help = EXIT_HELP)]
     List(NameArgs),
 }

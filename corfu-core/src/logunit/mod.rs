@@ -4,7 +4,7 @@
 //! - [`record`]: the on-disk record format (pure functions);
 //! - [`store`]: the [`LogStore`] trait and its conformance suite;
 //! - [`memory`]: the in-memory store;
-//! - [`file`]: the durable store of segment files;
+//! - [`file`](mod@file): the durable store of segment files;
 //! - [`service`]: the role served by a node.
 //!
 //! Whatever the sequencer or clients do, an address once written or filled
