@@ -205,6 +205,11 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Every benchmark in turn (rpc, logunit, sequencer, append, objects),
+    /// then etcd 3.4 with the same value size and client counts
+    /// (bench/peer-etcd/run.sh); --report DIR writes report.md with every
+    /// figure, its target, the corfu/etcd ratios and SVG plots.
+    All(bench::all::AllArgs),
 }
 
 fn main() {
@@ -436,6 +441,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     }
                     Ok(())
                 }
+                BenchCommand::All(args) => bench::all::command(args).await,
             }
         }
     }

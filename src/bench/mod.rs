@@ -1,9 +1,11 @@
 //! Benchmarks run by `corfu bench ...`. Each measures the project and a
 //! baseline in the same run and prints both with their ratio.
 
+pub mod all;
 pub mod append;
 pub mod logunit;
 pub mod objects;
+pub mod report;
 pub mod rpc;
 pub mod sequencer;
 
