@@ -1,7 +1,7 @@
 //! The report of `corfu bench all`: every figure with its target, the
 //! corfu / etcd comparison, and plots.
 //!
-//! [`write`] puts into a directory:
+//! [`write`](fn@write) puts into a directory:
 //!
 //! - `report.md`: the machine and the run, the etcd comparison (our
 //!   appends/s and map puts/s over etcd's puts/s at equal client counts,
