@@ -114,6 +114,10 @@ pub(crate) async fn run_batcher(inner: Arc<Inner>, mut queue: mpsc::Receiver<Pen
         let Ok(slot) = inner.batch_slots.clone().acquire_owned().await else {
             return;
         };
+        // Let the tasks just answered by the batch that freed this slot
+        // queue their next appends first, so they join this batch instead
+        // of waiting for the next free slot.
+        tokio::task::yield_now().await;
         // Everything queued while waiting for the slot joins this batch.
         let mut bytes = first.job.bytes();
         let mut batch = vec![first];
@@ -135,11 +139,15 @@ pub(crate) async fn run_batcher(inner: Arc<Inner>, mut queue: mpsc::Receiver<Pen
             let (jobs, replies): (Vec<Job>, Vec<_>) =
                 batch.into_iter().map(|p| (p.job, p.reply)).unzip();
             let results = inner.append_jobs(jobs).await;
-            drop(slot);
             for (reply, result) in replies.into_iter().zip(results) {
                 // The caller may have given up; nothing to do then.
                 let _ = reply.send(result);
             }
+            // The slot is freed only after the answers are out: freed
+            // before, the batcher would take the next batch before these
+            // callers could append again, and each of them would wait a
+            // whole extra batch for its next append.
+            drop(slot);
         });
     }
 }
