@@ -1,15 +1,19 @@
 //! Tail queries, combined: every linearizable read starts with a tail
 //! query, so concurrent queries share sequencer round trips.
 //!
-//! A caller registers its streams and waits. If no round is running, the
-//! caller runs one itself: it takes every registered caller (up to the
-//! sequencer's limit of streams per query), sends one `Tail` for the union
-//! of their streams and answers each with its part. Callers that register
-//! while a round's request is out are answered by the next round, whose
-//! request is sent after they registered: a tail a caller receives was read
-//! after the caller began, which is what linearizable reads need. When a
+//! A caller registers its streams and waits. If fewer than
+//! [`ROUNDS_IN_FLIGHT_MAX`] rounds are running, the caller runs one itself:
+//! it takes every registered caller (up to the sequencer's limit of streams
+//! per query), sends one `Tail` for the union of their streams and answers
+//! each with its part. Callers that register while the rounds' requests are
+//! out are answered by a later round, whose request is sent after they
+//! registered: a tail a caller receives was read after the caller began,
+//! which is what linearizable reads need (rounds may overlap: each only
+//! answers callers that registered before its request was sent). When a
 //! round ends with callers waiting, the next round runs on a task of its
-//! own, so no caller serves others for long.
+//! own, so no caller serves others for long; that task first lets the
+//! callers just answered register again, so they join it rather than wait
+//! a whole round for the next one.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
@@ -34,7 +38,7 @@ type Waiter = (
 /// `tail_streams_max`).
 const ROUND_STREAMS_MAX: usize = 1024;
 
-/// Callers waiting for a tail round, and whether one is running.
+/// Callers waiting for a tail round, and how many rounds are running.
 #[derive(Default)]
 pub(crate) struct TailRounds {
     state: Mutex<RoundState>,
@@ -43,8 +47,12 @@ pub(crate) struct TailRounds {
 #[derive(Default)]
 struct RoundState {
     waiting: Vec<Waiter>,
-    running: bool,
+    /// Rounds running (at most [`ROUNDS_IN_FLIGHT_MAX`]).
+    running: usize,
 }
+
+/// Rounds whose requests may be out at once.
+const ROUNDS_IN_FLIGHT_MAX: usize = 2;
 
 impl TailRounds {
     fn lock(&self) -> std::sync::MutexGuard<'_, RoundState> {
@@ -60,31 +68,43 @@ impl Inner {
         let lead = {
             let mut state = self.tail_rounds.lock();
             state.waiting.push((streams, tx));
-            !std::mem::replace(&mut state.running, true)
+            let lead = state.running < ROUNDS_IN_FLIGHT_MAX;
+            if lead {
+                state.running += 1;
+            }
+            lead
         };
         if lead {
+            // Ends the round (continues or stops the rounds) even if this
+            // caller gives up while its round is out.
+            let _round = RoundGuard(self);
             self.tail_round().await;
-            self.continue_rounds();
         }
         rx.await.unwrap_or(Err(ClientError::Closed))
     }
 
-    /// If callers are waiting, runs the next rounds on a task; otherwise
-    /// marks rounds as stopped.
+    /// Called when a caller's round ends: if callers are waiting, runs the
+    /// next rounds on a task; otherwise counts the round as stopped.
     fn continue_rounds(&self) {
         let more = {
             let mut state = self.tail_rounds.lock();
-            state.running = !state.waiting.is_empty();
-            state.running
+            let more = !state.waiting.is_empty();
+            if !more {
+                state.running -= 1;
+            }
+            more
         };
         if more {
             if let Some(inner) = self.me.upgrade() {
                 tokio::spawn(async move {
                     loop {
+                        // Let the callers just answered register again
+                        // first, so they join this round.
+                        tokio::task::yield_now().await;
                         inner.tail_round().await;
                         let mut state = inner.tail_rounds.lock();
                         if state.waiting.is_empty() {
-                            state.running = false;
+                            state.running -= 1;
                             return;
                         }
                     }
@@ -161,6 +181,22 @@ impl Inner {
             }
         })
         .await
+    }
+}
+
+/// Ends a caller's round when dropped (after the round, or when the
+/// caller gave up during it), so a cancelled caller never leaves its round
+/// counted as running.
+struct RoundGuard<'a>(&'a Inner);
+
+impl Drop for RoundGuard<'_> {
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.0.continue_rounds();
+        } else {
+            // No runtime to continue on: stop; the next caller starts over.
+            self.0.tail_rounds.lock().running -= 1;
+        }
     }
 }
 
