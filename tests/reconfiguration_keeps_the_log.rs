@@ -280,3 +280,66 @@ async fn racing_engines_decide_one_layout_per_epoch() {
     assert!(values.contains(&b"after".to_vec()));
     cluster.shutdown().await;
 }
+
+/// An engine bound to an epoch (as the failure detector binds its
+/// removals to the epoch its evidence is about) does nothing once the
+/// layout has moved past it, but still reports a change someone else made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_bound_to_an_epoch_does_nothing_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(
+        &dir.path().join("cluster"),
+        3,
+        LocalOptions {
+            shape: Shape::new(1, 3),
+            sync: SyncPolicy::Never,
+            sequencers: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let config = cluster.client_config();
+    let engine = || Reconfigurer::new(config.endpoint().unwrap(), config.layout_servers.clone());
+
+    // Epoch 1 -> 2 by an unbound seal.
+    let sealed = engine().reconfigure(&Change::Seal).await.unwrap();
+    assert_eq!(sealed.layout.epoch, 2);
+
+    // Bound to epoch 1: refused, the layout unchanged.
+    let e = engine()
+        .only_up_to_epoch(1)
+        .reconfigure(&Change::RemoveNode("n3".into()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            corfu::core::reconfig::ReconfigError::Outdated {
+                bound: 1,
+                current: 2
+            }
+        ),
+        "{e}"
+    );
+    let now = engine().current().await.unwrap();
+    assert_eq!(now.epoch, 2);
+    assert!(now.all_log_units().iter().any(|n| n.node_id == "n3"));
+
+    // Bound to the current epoch: done.
+    let removed = engine()
+        .only_up_to_epoch(2)
+        .reconfigure(&Change::RemoveNode("n3".into()))
+        .await
+        .unwrap();
+    assert_eq!(removed.layout.epoch, 3);
+    assert!(removed.won);
+    // Already made: reported as done even though the bound is past.
+    let again = engine()
+        .only_up_to_epoch(2)
+        .reconfigure(&Change::RemoveNode("n3".into()))
+        .await
+        .unwrap();
+    assert!(!again.won);
+    assert_eq!(again.layout.epoch, 3);
+    cluster.shutdown().await;
+}

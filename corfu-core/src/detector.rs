@@ -345,6 +345,10 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
                         node = %me, removed = %peer, epoch = r.layout.epoch,
                         "failure detector: another reconfiguration removed the node"
                     ),
+                    Ok((peer, Err(e @ ReconfigError::Outdated { .. }))) => tracing::info!(
+                        node = %me, peer = %peer, error = %e,
+                        "failure detector: the layout moved on; the removal is dropped"
+                    ),
                     Ok((peer, Err(e))) => tracing::warn!(
                         node = %me, peer = %peer, error = %e,
                         "failure detector: removing an unreachable node failed (will retry)"
@@ -404,7 +408,12 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
                 "failure detector: removing an unreachable node"
             );
             book.reacted(&peer, now);
-            let engine = Reconfigurer::new(endpoint.clone(), servers.clone());
+            // Bound to the epoch the evidence is about: once the layout
+            // moves on (the node removed by another detector, perhaps
+            // added back since), this removal stops; fresh evidence
+            // against the new layout starts a new one.
+            let engine = Reconfigurer::new(endpoint.clone(), servers.clone())
+                .only_up_to_epoch(current.epoch);
             reactions.spawn(async move {
                 let result = engine.reconfigure(&Change::RemoveNode(peer.clone())).await;
                 (peer, result)

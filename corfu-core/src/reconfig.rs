@@ -135,6 +135,16 @@ pub enum ReconfigError {
     /// The new layout is invalid.
     #[error("the new layout is invalid: {0}")]
     Plan(#[from] LayoutError),
+    /// The layout moved past the epoch this engine was bound to (see
+    /// [`Reconfigurer::only_up_to_epoch`]): whatever prompted the change
+    /// may no longer hold, so nothing was done.
+    #[error("the layout is at epoch {current}, past epoch {bound} this change was meant for; nothing done")]
+    Outdated {
+        /// The highest epoch the engine may act on.
+        bound: Epoch,
+        /// The epoch now committed.
+        current: Epoch,
+    },
     /// The layout was decided but its sequencer could not be bootstrapped;
     /// appends wait until a later reconfiguration (or a retry) does it.
     #[error(
@@ -416,6 +426,7 @@ pub struct Reconfigurer {
     endpoint: ClientEndpoint,
     layout_servers: Vec<String>,
     seal_timeout: Duration,
+    epoch_bound: Option<Epoch>,
 }
 
 impl Reconfigurer {
@@ -427,7 +438,19 @@ impl Reconfigurer {
             endpoint,
             layout_servers,
             seal_timeout: Duration::from_millis(500),
+            epoch_bound: None,
         }
+    }
+
+    /// Binds the engine to layouts up to `epoch`: a change not already
+    /// made fails with [`ReconfigError::Outdated`], doing nothing, once
+    /// the committed layout is newer (also between its own retries). The
+    /// failure detector binds its removals to the epoch its evidence is
+    /// about, so a removal still retrying cannot take out a node that was
+    /// added back meanwhile.
+    pub fn only_up_to_epoch(mut self, epoch: Epoch) -> Reconfigurer {
+        self.epoch_bound = Some(epoch);
+        self
     }
 
     /// The highest committed layout.
@@ -622,6 +645,12 @@ impl Reconfigurer {
                     won: false,
                     elapsed: started.elapsed(),
                     added: None,
+                });
+            }
+            if let Some(bound) = self.epoch_bound.filter(|b| current.epoch > *b) {
+                return Err(ReconfigError::Outdated {
+                    bound,
+                    current: current.epoch,
                 });
             }
             let epoch = current.epoch.saturating_add(1);
