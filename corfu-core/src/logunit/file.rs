@@ -10,6 +10,12 @@
 //!   `fdatasync`, done by one syncer thread for every write that arrived
 //!   meanwhile (group commit); `batch` syncs every `batch_sync_interval_ms`
 //!   and acknowledges at once; `never` leaves it to the OS.
+//! - Fail-stop: if a sync of a segment fails (the syncer's or a rollover's),
+//!   the store stops for good (see [`LogStore`]): every call answers
+//!   [`StoreError::Stopped`] until the process restarts, because records
+//!   appended and indexed since the last good sync may not be on disk, and
+//!   a later sync would not say so (the kernel reports a writeback error to
+//!   one `fdatasync` only).
 //! - Start-up scans every segment: a torn or corrupt tail of the last
 //!   segment is cut off; a corrupt record elsewhere is logged, its address
 //!   (as far as it can be read) answers an error, and the scan resumes at
@@ -22,8 +28,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -162,9 +168,15 @@ struct Inner {
     durable: watch::Sender<Ticket>,
     wake: Mutex<SyncWake>,
     wake_cv: Condvar,
-    failed: AtomicBool,
+    /// Set once, under the state lock, when a sync fails: the message every
+    /// call answers from then on (fail-stop).
+    stopped: OnceLock<String>,
     /// `fdatasync` calls made by the syncer (group commit shares them).
     syncs: std::sync::atomic::AtomicU64,
+    /// Test seam: while set, every segment sync fails (see
+    /// [`Inner::sync_data`]).
+    #[cfg(test)]
+    fail_syncs: std::sync::atomic::AtomicBool,
 }
 
 /// What start-up found.
@@ -229,8 +241,10 @@ impl FileStore {
                 shutdown: false,
             }),
             wake_cv: Condvar::new(),
-            failed: AtomicBool::new(false),
+            stopped: OnceLock::new(),
             syncs: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(test)]
+            fail_syncs: std::sync::atomic::AtomicBool::new(false),
         });
         let syncer = match inner.config.sync {
             SyncPolicy::Never => None,
@@ -276,6 +290,14 @@ impl FileStore {
     pub fn dir(&self) -> &Path {
         &self.inner.dir
     }
+
+    /// Test seam: from now on every segment sync (the syncer's and a
+    /// rollover's) fails as a failed `fdatasync` would, so tests can check
+    /// what the store and the unit answer after one.
+    #[cfg(test)]
+    pub(crate) fn fail_syncs(&self) {
+        self.inner.fail_syncs.store(true, Ordering::Release);
+    }
 }
 
 impl Drop for FileStore {
@@ -295,14 +317,46 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn check_failed(&self) -> Result<(), StoreError> {
-        if self.failed.load(Ordering::Acquire) {
-            Err(StoreError::Failed(
-                "an fdatasync failed; restart the node to recover from what is on disk".into(),
-            ))
-        } else {
-            Ok(())
+    /// [`StoreError::Stopped`] if the store has fail-stopped.
+    fn check_stopped(&self) -> Result<(), StoreError> {
+        match self.stopped.get() {
+            Some(message) => Err(StoreError::Stopped(message.clone())),
+            None => Ok(()),
         }
+    }
+
+    /// Fail-stops the store after a failed sync of `path`; returns the
+    /// error every call answers from now on. Called with the state lock
+    /// held (`_held`), so that no write or read is admitted after it, and
+    /// the syncer, which publishes durability under the lock too, cannot
+    /// publish a ticket once it is done.
+    fn stop(&self, _held: &State, path: &Path, error: &std::io::Error) -> StoreError {
+        let mut first = false;
+        let message = self.stopped.get_or_init(|| {
+            first = true;
+            format!(
+                "log unit stopped after a failed fdatasync of {}: {error}; restart the node",
+                path.display()
+            )
+        });
+        if first {
+            tracing::error!("{message}");
+        }
+        // Writes waiting for their ticket wake up and find the store
+        // stopped: their outcome is unknown, and they are told so.
+        self.durable.send_replace(Ticket::MAX);
+        StoreError::Stopped(message.clone())
+    }
+
+    /// `fdatasync` of a segment file: every sync of appended records goes
+    /// through here, which is where tests inject a failure
+    /// ([`FileStore::fail_syncs`]).
+    fn sync_data(&self, file: &File) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_syncs.load(Ordering::Acquire) {
+            return Err(std::io::Error::other("injected fdatasync failure"));
+        }
+        file.sync_data()
     }
 
     fn request_sync(&self, ticket: Ticket) {
@@ -324,7 +378,9 @@ impl Inner {
         epoch: Epoch,
         items: &[(Address, &Stored)],
     ) -> Result<Vec<Put>, StoreError> {
-        self.check_failed()?;
+        // A stopped store answers that rather than judging the request (the
+        // check that counts is the one under the lock, below).
+        self.check_stopped()?;
         let body_max = self.config.entry_bytes_max as usize;
         for (_, value) in items {
             if record::encoded_len(value) - HEADER_BYTES > body_max {
@@ -341,6 +397,7 @@ impl Inner {
         }
         let mut guard = self.lock();
         let state = &mut *guard;
+        self.check_stopped()?;
         if epoch < state.epoch {
             return Ok(vec![Put::WrongEpoch(state.epoch); items.len()]);
         }
@@ -420,10 +477,13 @@ impl Inner {
     /// durable in it) and opens the next one.
     fn roll(&self, state: &mut State) -> Result<(), StoreError> {
         if self.config.sync != SyncPolicy::Never {
-            state.segments[&state.active]
-                .file
-                .sync_data()
-                .map_err(io(format!("sync segment {}", state.active)))?;
+            let active = state.active;
+            if let Err(e) = self.sync_data(&state.segments[&active].file) {
+                // Records of the segment may be waiting for their sync, or
+                // (`batch`) acknowledged already: none of them is known to
+                // be on disk, and retrying the sync would not tell.
+                return Err(self.stop(state, &segment_path(&self.dir, active), &e));
+            }
         }
         let next = state.active + 1;
         if u64::from(next) >= 1 << SEGMENT_BITS {
@@ -745,23 +805,35 @@ fn syncer(inner: Arc<Inner>, policy: SyncPolicy) {
         }
         // Everything appended up to now is in the active segment or in
         // earlier ones, which were synced when they rolled over.
-        let (file, target) = {
+        let (file, target, segment) = {
             let state = inner.lock();
-            (state.segments[&state.active].file.clone(), state.appended)
+            if inner.stopped.get().is_some() {
+                return;
+            }
+            (
+                state.segments[&state.active].file.clone(),
+                state.appended,
+                state.active,
+            )
         };
         if target <= synced {
             continue;
         }
         inner.syncs.fetch_add(1, Ordering::Relaxed);
-        match file.sync_data() {
-            Ok(()) => {
+        let result = inner.sync_data(&file);
+        // Published under the lock, and only if the store has not stopped
+        // meanwhile: a rollover may have synced the same file at the same
+        // time and got the error, which the kernel reports to one
+        // `fdatasync` only, so this one's success proves nothing then.
+        let state = inner.lock();
+        match result {
+            Ok(()) if inner.stopped.get().is_none() => {
                 synced = target;
                 inner.durable.send_replace(target);
             }
+            Ok(()) => return,
             Err(e) => {
-                tracing::error!(dir = %inner.dir.display(), error = %e, "fdatasync failed; refusing further writes");
-                inner.failed.store(true, Ordering::Release);
-                inner.durable.send_replace(Ticket::MAX);
+                inner.stop(&state, &segment_path(&inner.dir, segment), &e);
                 return;
             }
         }
@@ -782,6 +854,7 @@ impl LogStore for FileStore {
     fn get(&self, address: Address) -> Result<ReadOutcome, StoreError> {
         let (file, offset) = {
             let state = self.inner.lock();
+            self.inner.check_stopped()?;
             if address < state.trim_mark {
                 return Ok(ReadOutcome::Trimmed);
             }
@@ -819,6 +892,7 @@ impl LogStore for FileStore {
         let mut plan: Vec<(usize, Arc<File>, u32, u64)> = Vec::new();
         {
             let state = self.inner.lock();
+            self.inner.check_stopped()?;
             for (i, &address) in addresses.iter().enumerate() {
                 if address < state.trim_mark {
                     out.push(ReadOutcome::Trimmed);
@@ -899,6 +973,8 @@ impl LogStore for FileStore {
 
     fn seal(&self, epoch: Epoch) -> Result<Result<Tails, Epoch>, StoreError> {
         let mut state = self.inner.lock();
+        // A stopped unit's tails may count records that are not on disk.
+        self.inner.check_stopped()?;
         if epoch < state.epoch {
             return Ok(Err(state.epoch));
         }
@@ -916,6 +992,7 @@ impl LogStore for FileStore {
     fn prefix_trim(&self, mark: Address) -> Result<Address, StoreError> {
         let doomed: Vec<u32> = {
             let mut state = self.inner.lock();
+            self.inner.check_stopped()?;
             if mark <= state.trim_mark {
                 return Ok(state.trim_mark);
             }
@@ -957,7 +1034,7 @@ impl LogStore for FileStore {
     }
 
     fn health(&self) -> Result<(), StoreError> {
-        self.inner.check_failed()
+        self.inner.check_stopped()
     }
 }
 
@@ -1224,6 +1301,134 @@ mod tests {
             store.sync_count()
         );
         assert!(store.sync_count() > 0);
+    }
+
+    #[test]
+    fn file_store_fail_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        conformance::fail_stop(store, &|s| {
+            s.fail_syncs();
+            // The next sync fails: the one for this write, if the suite's
+            // own write was not still waiting for one (then this write is
+            // refused already).
+            if let Ok(Put::Written(ticket)) = s.put(0, 100, &entry("unsynced", &[])) {
+                let started = std::time::Instant::now();
+                while *s.durable().borrow() < ticket {
+                    assert!(started.elapsed() < Duration::from_secs(10), "no answer");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        });
+    }
+
+    /// The error of a store that fail-stopped after a failed sync.
+    fn is_stop(e: &StoreError) -> bool {
+        let text = e.to_string();
+        text.contains("stopped after a failed fdatasync of") && text.contains("restart the node")
+    }
+
+    #[test]
+    fn a_failed_sync_stops_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let wait = |ticket: Ticket| {
+            let mut durable = store.durable();
+            rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(10), durable.wait_for(|d| *d >= ticket))
+                    .await
+                    .expect("the syncer answers every ticket")
+                    .unwrap();
+            });
+        };
+        let Put::Written(synced) = store.put(0, 1, &entry("synced", &[])).unwrap() else {
+            panic!("fresh address not written");
+        };
+        wait(synced);
+        store.health().unwrap();
+
+        store.fail_syncs();
+        let Put::Written(ticket) = store.put(0, 2, &entry("unsynced", &[])).unwrap() else {
+            panic!("fresh address not written");
+        };
+        // The waiter is woken and learns that the sync failed.
+        wait(ticket);
+        let health = store.health().unwrap_err();
+        // The entry is appended and indexed but was never synced: it must
+        // not be served (a hole filler could copy it down the chain), and
+        // neither may anything else the store holds.
+        for address in [2, 1, 7] {
+            let read = store.get(address);
+            assert!(
+                matches!(&read, Err(e) if is_stop(e)),
+                "get({address}): {read:?}"
+            );
+        }
+        let reads = store.get_many(&[1, 2]);
+        assert!(matches!(&reads, Err(e) if is_stop(e)), "{reads:?}");
+        let put = store.put(0, 3, &entry("later", &[]));
+        assert!(matches!(&put, Err(e) if is_stop(e)), "{put:?}");
+        let batch = store.put_batch(0, &[(4, Stored::Junk)]);
+        assert!(matches!(&batch, Err(e) if is_stop(e)), "{batch:?}");
+        let seal = store.seal(5);
+        assert!(matches!(&seal, Err(e) if is_stop(e)), "{seal:?}");
+        let trim = store.prefix_trim(1);
+        assert!(matches!(&trim, Err(e) if is_stop(e)), "{trim:?}");
+        assert!(is_stop(&health), "{health}");
+        assert!(
+            health.to_string().contains("seg-00000001.log"),
+            "names the file: {health}"
+        );
+        assert_eq!(store.epoch(), 0, "the refused seal changed nothing");
+
+        // A restart recovers from what is on disk. (The injected failure
+        // lost nothing, so the unsynced entry happens to be there; after a
+        // real one it may or may not be.)
+        drop(store);
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        store.health().unwrap();
+        assert!(matches!(store.get(1).unwrap(), ReadOutcome::Data(_)));
+        assert!(matches!(
+            store.put(0, 3, &entry("after restart", &[])).unwrap(),
+            Put::Written(_)
+        ));
+    }
+
+    #[test]
+    fn a_failed_sync_at_rollover_stops_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        // `batch` with a long interval: the only sync is the rollover's.
+        let config = LogUnitConfig {
+            batch_sync_interval_ms: 3_600_000,
+            ..small(SyncPolicy::Batch)
+        };
+        let store = FileStore::open(dir.path(), config).unwrap();
+        store.fail_syncs();
+        let mut stopped = None;
+        for a in 0..1000 {
+            match store.put(0, a, &entry(&format!("value-{a}"), &[])) {
+                Ok(Put::Written(_)) => {}
+                Ok(other) => panic!("address {a}: {other:?}"),
+                Err(e) => {
+                    stopped = Some((a, e));
+                    break;
+                }
+            }
+        }
+        let (at, e) = stopped.expect("a 4 KiB segment rolls over within 1000 writes");
+        assert!(is_stop(&e), "{e}");
+        // Everything appended to the segment whose sync failed is unsynced.
+        let read = store.get(0);
+        assert!(matches!(&read, Err(e) if is_stop(e)), "{read:?}");
+        let put = store.put(0, at, &entry("retry", &[]));
+        assert!(matches!(&put, Err(e) if is_stop(e)), "{put:?}");
+        assert!(store.health().is_err());
+        // Waiters are woken (to find the store stopped), not left hanging.
+        assert_eq!(*store.durable().borrow(), Ticket::MAX);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The in-memory [`LogStore`]: the same rules as the file store, nothing
-//! durable. For tests and simulation.
+//! durable. For tests and simulation; [`MemoryStore::stop`] simulates the
+//! fail-stop of a durable store whose sync failed.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -25,6 +26,8 @@ struct State {
     entries: HashMap<Address, Stored>,
     global: Option<Address>,
     streams: HashMap<StreamId, Address>,
+    /// Set by [`MemoryStore::stop`]: the message every call answers.
+    stopped: Option<String>,
 }
 
 impl Default for MemoryStore {
@@ -40,6 +43,26 @@ impl MemoryStore {
     /// An empty store.
     pub fn new() -> MemoryStore {
         MemoryStore::default()
+    }
+
+    /// Fail-stops the store as a durable store does when a sync fails:
+    /// from now on every call answers [`StoreError::Stopped`] (naming
+    /// `reason`) and waiters of the durable sequence wake up.
+    pub fn stop(&self, reason: &str) {
+        let mut state = self.lock();
+        if state.stopped.is_none() {
+            state.stopped = Some(format!("log unit stopped: {reason}; restart the node"));
+        }
+        self.durable.send_replace(Ticket::MAX);
+    }
+
+    /// The state, unless the store has stopped.
+    fn serving(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
+        let state = self.lock();
+        match &state.stopped {
+            Some(message) => Err(StoreError::Stopped(message.clone())),
+            None => Ok(state),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -80,16 +103,16 @@ impl State {
 
 impl LogStore for MemoryStore {
     fn put(&self, epoch: Epoch, address: Address, value: &Stored) -> Result<Put, StoreError> {
-        Ok(self.lock().put(epoch, address, value))
+        Ok(self.serving()?.put(epoch, address, value))
     }
 
     fn put_batch(&self, epoch: Epoch, items: &[(Address, Stored)]) -> Result<Vec<Put>, StoreError> {
-        let mut state = self.lock();
+        let mut state = self.serving()?;
         Ok(items.iter().map(|(a, v)| state.put(epoch, *a, v)).collect())
     }
 
     fn get(&self, address: Address) -> Result<ReadOutcome, StoreError> {
-        let state = self.lock();
+        let state = self.serving()?;
         if address < state.trim_mark {
             return Ok(ReadOutcome::Trimmed);
         }
@@ -105,7 +128,7 @@ impl LogStore for MemoryStore {
     }
 
     fn seal(&self, epoch: Epoch) -> Result<Result<Tails, Epoch>, StoreError> {
-        let mut state = self.lock();
+        let mut state = self.serving()?;
         if epoch < state.epoch {
             return Ok(Err(state.epoch));
         }
@@ -118,7 +141,7 @@ impl LogStore for MemoryStore {
     }
 
     fn prefix_trim(&self, mark: Address) -> Result<Address, StoreError> {
-        let mut state = self.lock();
+        let mut state = self.serving()?;
         if mark > state.trim_mark {
             state.trim_mark = mark;
             state.entries.retain(|a, _| *a >= mark);
@@ -129,6 +152,10 @@ impl LogStore for MemoryStore {
     fn durable(&self) -> watch::Receiver<Ticket> {
         self.durable.subscribe()
     }
+
+    fn health(&self) -> Result<(), StoreError> {
+        self.serving().map(drop)
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +165,12 @@ mod tests {
     #[test]
     fn memory_store_conforms() {
         super::super::store::conformance::run(&MemoryStore::new, None);
+    }
+
+    #[test]
+    fn memory_store_fail_stops() {
+        super::super::store::conformance::fail_stop(MemoryStore::new(), &|s| {
+            s.stop("simulated sync failure")
+        });
     }
 }

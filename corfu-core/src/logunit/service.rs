@@ -11,6 +11,14 @@
 //! `Unavailable` error, because the unit was not sealed into that epoch and
 //! may hold stale data (see [`BOOTSTRAP_EPOCH`] for the one exception).
 //! Seals themselves are always served.
+//!
+//! Fail-stop: once the store has stopped (a sync failed, see [`LogStore`]),
+//! every request is answered `Unavailable` with the store's message, before
+//! anything else is looked at; so are the writes that were waiting for the
+//! failed sync. `Unavailable` is the honest answer to them: the entry is
+//! appended and may or may not be on disk, and a client treats the answer
+//! as an unknown outcome (it retries the same entry at the same address),
+//! never as a definite failure.
 
 use std::sync::Arc;
 
@@ -81,6 +89,16 @@ impl<S: LogStore> LogUnitService<S> {
         })
     }
 
+    /// The answer to every request once the store has fail-stopped.
+    /// Whatever the error, `Unavailable`: the unit cannot tell what it holds,
+    /// so nothing it says may be taken as a definite answer.
+    fn stopped(&self) -> Option<Response> {
+        self.store
+            .health()
+            .err()
+            .map(|e| Response::error(ServerErrorKind::Unavailable, e.to_string()))
+    }
+
     fn read(&self, address: Address) -> Result<ReadOutcome, Response> {
         self.store.get(address).map_err(store_error)
     }
@@ -131,7 +149,9 @@ impl<S: LogStore> LogUnitService<S> {
                 ));
             }
         }
-        self.store.health().map_err(store_error)
+        // The entries are appended and indexed: if the sync failed they may
+        // or may not be on disk, so the answer must be an unknown outcome.
+        self.stopped().map_or(Ok(()), Err)
     }
 
     fn write_response(single: bool, outcomes: Vec<WriteOutcome>) -> Response {
@@ -148,6 +168,11 @@ impl<S: LogStore> LogUnitService<S> {
     /// Answers requests that need no waiting; gives back the others.
     #[allow(clippy::result_large_err)]
     fn answer_now(&self, epoch: Epoch, req: LogUnitRequest) -> Result<Response, LogUnitRequest> {
+        // First, and for every kind of request (seals and trims too): a
+        // stopped unit must not serve its unsynced state.
+        if let Some(stopped) = self.stopped() {
+            return Ok(stopped);
+        }
         let is_write = matches!(
             req,
             LogUnitRequest::Write(_) | LogUnitRequest::WriteBatch(_) | LogUnitRequest::Fill { .. }
@@ -216,6 +241,9 @@ fn write_items(req: LogUnitRequest) -> (bool, Vec<(Address, Stored)>) {
 fn store_error(e: StoreError) -> Response {
     let kind = match e {
         StoreError::Invalid(_) => ServerErrorKind::InvalidRequest,
+        // The store stopped between the health check and the call: an
+        // unknown outcome, like every answer of a stopped unit.
+        StoreError::Stopped(_) => ServerErrorKind::Unavailable,
         _ => ServerErrorKind::Internal,
     };
     Response::error(kind, e.to_string())
@@ -282,10 +310,11 @@ impl<S: LogStore> Service for LogUnitService<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::logunit::MemoryStore;
+    use crate::logunit::{FileStore, LogUnitConfig, MemoryStore};
     use crate::types::ClusterId;
     use crate::wire::logunit::Entry;
     use crate::wire::PROTOCOL_VERSION;
+    use std::time::Duration;
 
     fn service() -> LogUnitService<MemoryStore> {
         LogUnitService::new(
@@ -297,14 +326,21 @@ mod tests {
         )
     }
 
-    async fn call(s: &LogUnitService<MemoryStore>, epoch: Epoch, req: LogUnitRequest) -> Response {
-        let header = Header {
+    fn header(epoch: Epoch) -> Header {
+        Header {
             protocol_version: PROTOCOL_VERSION,
             cluster_id: ClusterId(7),
             epoch,
             request_id: 1,
-        };
-        s.handle(header, Request::LogUnit(req)).await
+        }
+    }
+
+    async fn call<S: LogStore>(
+        s: &LogUnitService<S>,
+        epoch: Epoch,
+        req: LogUnitRequest,
+    ) -> Response {
+        s.handle(header(epoch), Request::LogUnit(req)).await
     }
 
     fn write(address: Address) -> LogUnitRequest {
@@ -372,5 +408,71 @@ mod tests {
             call(&s, 5, write(1)).await,
             Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Ok))
         );
+    }
+
+    /// The answer of a unit that fail-stopped: `Unavailable` (which a
+    /// client treats as an unknown outcome), naming the failed sync.
+    fn stopped(answer: &Response) -> bool {
+        matches!(answer, Response::Error(e) if e.kind == ServerErrorKind::Unavailable
+            && e.message.contains("log unit stopped after a failed fdatasync of")
+            && e.message.contains("restart the node"))
+    }
+
+    /// Every request a stopped unit can get, the seal last (on a unit that
+    /// still served it, it would fence the others).
+    fn every_request() -> Vec<LogUnitRequest> {
+        vec![
+            LogUnitRequest::Read { address: 2 },
+            LogUnitRequest::Read { address: 1 },
+            LogUnitRequest::ReadRange { from: 0, to: 4 },
+            LogUnitRequest::ReadBatch(vec![1, 2]),
+            LogUnitRequest::Tail,
+            write(3),
+            LogUnitRequest::WriteBatch(vec![AddressedEntry {
+                address: 4,
+                entry: Entry {
+                    streams: vec![],
+                    payload: b"y".to_vec(),
+                },
+            }]),
+            LogUnitRequest::Fill { address: 5 },
+            LogUnitRequest::PrefixTrim { address: 1 },
+            LogUnitRequest::Seal { epoch: 2 },
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_failed_sync_stops_the_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        let s = LogUnitService::new(
+            Arc::new(store),
+            LogUnitLimits {
+                read_batch_max: 16,
+                wait_for_sync: true,
+            },
+        );
+        let ok = Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Ok));
+        assert_eq!(call(&s, 1, write(1)).await, ok);
+
+        s.store().fail_syncs();
+        // The write waiting on the failed sync is appended and indexed: only
+        // an unknown outcome is honest, never a definite refusal.
+        let answer = tokio::time::timeout(Duration::from_secs(10), call(&s, 1, write(2)))
+            .await
+            .expect("the write is answered");
+        assert!(stopped(&answer), "the waiting write: {answer:?}");
+        for req in every_request() {
+            // Answered at once, without reaching the store...
+            let now = s.handle_now(&header(1), Request::LogUnit(req.clone()));
+            assert!(
+                matches!(&now, Ok(answer) if stopped(answer)),
+                "{req:?} at once: {now:?}"
+            );
+            // ... and the same through the full path.
+            let answer = call(&s, 1, req.clone()).await;
+            assert!(stopped(&answer), "{req:?}: {answer:?}");
+        }
+        assert_eq!(s.store().epoch(), 0, "the seal was refused");
     }
 }

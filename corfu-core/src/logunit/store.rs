@@ -57,14 +57,28 @@ pub enum StoreError {
     /// limit).
     #[error("{0}")]
     Invalid(String),
-    /// An earlier `fdatasync` failed: durability can no longer be promised,
-    /// so the store refuses writes until it is restarted (and recovers from
-    /// what is on disk).
+    /// The store cannot take the write for good (it ran out of segment
+    /// ids).
     #[error("store failed: {0}")]
     Failed(String),
+    /// The store fail-stopped (a sync of appended records failed): it serves
+    /// nothing more until the process restarts and recovers from what is on
+    /// disk. The message names the failure and says to restart the node.
+    #[error("{0}")]
+    Stopped(String),
 }
 
 /// Durable write-once storage of one address space.
+///
+/// **Fail-stop.** A store that can no longer tell what is durable (a sync
+/// failed) stops: from then on [`LogStore::health`] and every fallible call
+/// answer [`StoreError::Stopped`], and its durable sequence jumps to
+/// [`Ticket::MAX`] so that writes waiting for a ticket wake up and find it
+/// stopped. It never serves data again: an entry appended but never synced
+/// is indexed like any other, and a reader (a hole filler) could otherwise
+/// copy down the chain a value whose writer is told it failed. The calls
+/// that cannot fail ([`LogStore::epoch`], [`LogStore::tails`]) are not
+/// guarded; whoever serves the store checks `health` before every request.
 pub trait LogStore: Send + Sync + 'static {
     /// Writes `value` at `address` unless the address is written, trimmed,
     /// or `epoch` is older than the sealed epoch. Atomic with respect to
@@ -107,8 +121,9 @@ pub trait LogStore: Send + Sync + 'static {
     /// The durable sequence: tickets up to it are durable.
     fn durable(&self) -> watch::Receiver<Ticket>;
 
-    /// An error if the store can no longer promise durability (a failed
-    /// sync); checked after waiting for a ticket.
+    /// [`StoreError::Stopped`] once the store has fail-stopped, and from
+    /// then on for as long as it is open; checked before serving any
+    /// request and after waiting for a ticket.
     fn health(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -320,6 +335,35 @@ pub(crate) mod conformance {
                 }
             }
         }
+    }
+
+    /// The fail-stop rule: `stop` must make `s` stop (as a failed sync
+    /// does) and return once it has. From then on the store serves nothing:
+    /// every fallible call answers `Stopped`, and the durable sequence has
+    /// woken every waiter.
+    pub fn fail_stop<S: LogStore>(s: S, stop: &dyn Fn(&S)) {
+        assert!(matches!(
+            s.put(0, 1, &entry("before", &[(3, None)])).unwrap(),
+            Put::Written(_)
+        ));
+        s.health().unwrap();
+        stop(&s);
+        let is_stopped = |what: &str, e: Option<StoreError>| match e {
+            Some(StoreError::Stopped(message)) => {
+                assert!(message.contains("restart the node"), "{what}: {message}");
+            }
+            other => panic!("{what}: expected Stopped, got {other:?}"),
+        };
+        is_stopped("health", s.health().err());
+        is_stopped("get of written", s.get(1).err());
+        is_stopped("get of unwritten", s.get(5).err());
+        is_stopped("get_many", s.get_many(&[1, 5]).err());
+        is_stopped("put", s.put(0, 2, &entry("after", &[])).err());
+        is_stopped("put_batch", s.put_batch(0, &[(3, Stored::Junk)]).err());
+        is_stopped("seal", s.seal(2).err());
+        is_stopped("prefix_trim", s.prefix_trim(1).err());
+        assert_eq!(*s.durable().borrow(), Ticket::MAX, "waiters are woken");
+        assert_eq!(s.epoch(), 0, "the refused seal changed nothing");
     }
 
     fn survives_reopen<S: LogStore>(s: S, reopen: &dyn Fn(S) -> S) {
