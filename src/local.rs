@@ -1,7 +1,9 @@
 //! Local clusters on one machine: `corfu local init` writes the configs and
 //! certificates of an N-node cluster on loopback, `corfu local up` runs it
-//! as child processes, and [`LocalCluster`] runs one inside the current
-//! process (for tests, examples and benchmarks).
+//! as child processes (reporting a node that dies and keeping the others
+//! running), `corfu local restart` has that `local up` start a node again,
+//! and [`LocalCluster`] runs one inside the current process (for tests,
+//! examples and benchmarks).
 //!
 //! A directory written by [`init`] (or used by [`LocalCluster::start`]):
 //!
@@ -13,12 +15,18 @@
 //! D/nK/tls/node.pem, .key  node K's certificate, issued by the CA
 //! D/nK/data/               node K's durable state
 //! D/nK/node.log            node K's output (`local up` only)
+//! D/local-up.sock          a running `local up`'s control socket
 //! ```
 //!
 //! Node `K` (1-based) has id `nK` and listens on `127.0.0.1:(P + K - 1)`;
-//! every node hosts a layout server and a log unit, node 1 also the
-//! sequencer. [`LocalCluster`] picks free ports instead and indexes nodes
-//! from 0 (index `i` is node `n{i+1}`).
+//! every node hosts a layout server and a log unit, and by default a
+//! sequencer too (`--sequencers S`: only the first `S` nodes). The
+//! bootstrap lists the sequencers in node order, n1 first (the active
+//! one), so removing the active sequencer's node (by hand or by a failure
+//! detector) hands the role to the next node instead of leaving the
+//! cluster without one. [`LocalCluster`] picks free ports instead, indexes
+//! nodes from 0 (index `i` is node `n{i+1}`) and hosts one sequencer
+//! unless told otherwise ([`LocalOptions::sequencers`]).
 
 use std::fmt::Write as _;
 use std::fs;
@@ -63,23 +71,38 @@ pub struct InitOptions {
     pub base_port: u16,
     /// The log units' durability policy.
     pub sync: SyncPolicy,
+    /// How many nodes (the first ones, 1 to `nodes`) host a sequencer;
+    /// `None`: every node, so no single node's death leaves the cluster
+    /// without one.
+    pub sequencers: Option<usize>,
     /// The nodes' `[failure_detector]` table, if they run one (every node
     /// hosts a layout server, so each would).
     pub failure_detector: Option<DetectorConfig>,
 }
 
 impl InitOptions {
-    /// Three nodes from port 7001, `sync = always`, no failure detector,
-    /// in `dir`.
+    /// Three nodes from port 7001, `sync = always`, a sequencer on every
+    /// node, no failure detector, in `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> InitOptions {
         InitOptions {
             dir: dir.into(),
             nodes: 3,
             base_port: 7001,
             sync: SyncPolicy::Always,
+            sequencers: None,
             failure_detector: None,
         }
     }
+}
+
+/// Checks a `--sequencers` count against the node count; the error is one
+/// line naming the option.
+fn check_sequencers(sequencers: usize, nodes: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        (1..=nodes).contains(&sequencers),
+        "--sequencers must be between 1 and the number of nodes ({nodes}), not {sequencers}"
+    );
+    Ok(())
 }
 
 /// One node written by [`init`].
@@ -315,6 +338,9 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
         detector.validate().map_err(anyhow::Error::msg)?;
     }
     check_new_cluster(&opts.dir, opts.nodes)?;
+    if let Some(sequencers) = opts.sequencers {
+        check_sequencers(sequencers, opts.nodes)?;
+    }
     let last_port = usize::from(opts.base_port) + opts.nodes - 1;
     anyhow::ensure!(
         last_port <= usize::from(u16::MAX),
@@ -335,6 +361,7 @@ pub fn init(opts: &InitOptions) -> anyhow::Result<InitReport> {
 fn write_cluster(dir: &Path, opts: &InitOptions) -> anyhow::Result<InitReport> {
     let cluster_id = ClusterId::random();
     let ids: Vec<String> = (1..=opts.nodes).map(node_id).collect();
+    let sequencers = opts.sequencers.unwrap_or(opts.nodes);
     write_tls(dir, cluster_id, &ids)?;
     let mut nodes = Vec::new();
     for (i, id) in ids.iter().enumerate() {
@@ -343,7 +370,14 @@ fn write_cluster(dir: &Path, opts: &InitOptions) -> anyhow::Result<InitReport> {
         let port = u16::try_from(usize::from(opts.base_port) + i).context("port overflow")?;
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let node_dir = dir.join(id);
-        let mut expected = node_config(&node_dir, id, addr, cluster_id, roles_of(k, 1), opts.sync);
+        let mut expected = node_config(
+            &node_dir,
+            id,
+            addr,
+            cluster_id,
+            roles_of(k, sequencers),
+            opts.sync,
+        );
         if let Some(detector) = &opts.failure_detector {
             expected.failure_detector = DetectorConfig {
                 enabled: true,
@@ -412,6 +446,9 @@ pub struct UpOptions {
     pub base_port: u16,
     /// Durability policy of a new cluster's log units.
     pub sync: SyncPolicy,
+    /// Nodes hosting a sequencer: for a new cluster (default: every
+    /// node); for an existing one it must match what is there.
+    pub sequencers: Option<usize>,
     /// Stripes and chains of the bootstrap.
     pub shape: Shape,
     /// The `corfu` binary to run nodes with (`corfu node --config ...`).
@@ -468,6 +505,8 @@ pub(crate) struct NodeProcess {
     pub(crate) node_id: String,
     pub(crate) addr: String,
     pub(crate) log: PathBuf,
+    /// Its process id (kept: `child.id()` is `None` once it is reaped).
+    pub(crate) pid: u32,
     pub(crate) child: Child,
 }
 
@@ -557,6 +596,7 @@ pub(crate) fn spawn_node(
         node_id: node_id.to_string(),
         addr,
         log,
+        pid: child.id().unwrap_or(0),
         child,
     })
 }
@@ -625,12 +665,13 @@ pub(crate) async fn stop_all(nodes: &mut [NodeProcess], grace: Duration) {
     join_all(waits).await;
 }
 
-/// Starts the nodes, waits until each answers, bootstraps, prints how to
-/// use the cluster, then waits: returns only if a node exits (an error).
-async fn start_and_watch(
+/// Starts the nodes (each as soon as it is spawned in `procs`, so a stop
+/// midway stops it too), waits until each answers, bootstraps and prints
+/// how to use the cluster.
+async fn start(
     cluster: &ClusterDir,
     opts: &UpOptions,
-    procs: &mut Vec<NodeProcess>,
+    procs: &mut Vec<Option<NodeProcess>>,
 ) -> anyhow::Result<()> {
     for (config, path) in &cluster.nodes {
         let proc = spawn_node(
@@ -640,18 +681,18 @@ async fn start_and_watch(
             config.listen.to_string(),
             &cluster.dir,
         )?;
-        procs.push(proc);
+        procs.push(Some(proc));
     }
     let client = ClientConfig::load(&cluster.cluster_config)?;
     let endpoint = client.endpoint().context("client endpoint")?;
-    for proc in procs.iter_mut() {
+    for proc in procs.iter_mut().flatten() {
         wait_ready(&endpoint, proc, opts.ready_timeout).await?;
     }
     let layout = cluster::bootstrap_with(&endpoint, &client, opts.shape).await?;
     endpoint.close();
     let mut text = String::new();
     let _ = writeln!(text, "local cluster up: {} nodes", procs.len());
-    for proc in procs.iter() {
+    for proc in procs.iter().flatten() {
         let _ = writeln!(
             text,
             "  {} on {} (pid {}), log {}",
@@ -673,13 +714,408 @@ async fn start_and_watch(
         "      corfu ping --cluster {}",
         cluster.cluster_config.display()
     );
+    let _ = writeln!(
+        text,
+        "A node that dies is reported here and the others keep running; `corfu local restart nK --dir {}` starts it again.",
+        cluster.dir.display()
+    );
     let _ = writeln!(text, "Ctrl-C (or SIGTERM) stops the cluster.");
     print!("{text}");
     anyhow::ensure!(!procs.is_empty(), "the cluster has no node");
-    let waits = procs.iter_mut().map(|p| Box::pin(p.child.wait()));
-    let (status, index, _) = select_all(waits).await;
-    let status = status.context("waiting for a node process")?;
-    Err(exited(&procs[index], status))
+    Ok(())
+}
+
+/// Name of the Unix socket a running `corfu local up` listens on in its
+/// cluster directory; `corfu local restart` asks it to start a node again.
+pub const CONTROL_SOCKET: &str = "local-up.sock";
+
+/// The longest request line a control connection may send.
+const CONTROL_LINE_MAX: u64 = 4096;
+
+/// How long a control connection may take to send its request.
+const CONTROL_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request to a running `corfu local up` over [`CONTROL_SOCKET`] (one
+/// JSON line; the answer is one JSON line too).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+enum ControlRequest {
+    /// Start node `node`'s process again; answered with a
+    /// `Result<Restarted, String>`.
+    Restart {
+        /// The node's id.
+        node: String,
+    },
+}
+
+/// A node process started again by [`restart`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Restarted {
+    /// The node's id.
+    pub node: String,
+    /// The new process's id.
+    pub pid: u32,
+    /// Where it listens.
+    pub addr: String,
+    /// What the layout in force means for it (it was removed and can be
+    /// added back, or it hosts the active sequencer whose state was lost),
+    /// if anything.
+    pub note: Option<String>,
+}
+
+/// The listening end of [`CONTROL_SOCKET`]; the socket file is removed
+/// when this is dropped.
+struct Control {
+    path: PathBuf,
+    listener: tokio::net::UnixListener,
+}
+
+impl Control {
+    /// Listens on `dir/local-up.sock`. Refuses if another `local up`
+    /// answers there (two supervisors of the same nodes would fight over
+    /// their ports and data directories); replaces a socket file left by
+    /// a `local up` that was killed. `None` (with a warning) if the path is
+    /// too long for a Unix socket: the cluster then runs without restarts.
+    async fn bind(dir: &Path) -> anyhow::Result<Option<Control>> {
+        use std::os::unix::fs::FileTypeExt;
+        let path = dir.join(CONTROL_SOCKET);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) => {
+                anyhow::ensure!(
+                    meta.file_type().is_socket(),
+                    "{} exists and is not a socket; remove it",
+                    path.display()
+                );
+                if tokio::net::UnixStream::connect(&path).await.is_ok() {
+                    anyhow::bail!(
+                        "another `corfu local up` is running on {} (it answers on {}); stop it first",
+                        dir.display(),
+                        path.display()
+                    );
+                }
+                fs::remove_file(&path)
+                    .with_context(|| format!("removing the stale {}", path.display()))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("checking {}", path.display())),
+        }
+        match tokio::net::UnixListener::bind(&path) {
+            Ok(listener) => Ok(Some(Control { path, listener })),
+            // The only InvalidInput here: a path longer than a socket
+            // address holds (about 107 bytes).
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                eprintln!(
+                    "warning: cannot listen on {} ({e}): `corfu local restart` will not work for this cluster (use a shorter --dir)",
+                    path.display()
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e).with_context(|| format!("listening on {}", path.display())),
+        }
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// A control request read from a connection, with where its answer goes.
+type ControlCall = (ControlRequest, tokio::sync::oneshot::Sender<String>);
+
+/// Reads one request line from `stream`, hands it to the supervisor and
+/// writes the answer back. Runs as a task of its own, so a client that
+/// connects and says nothing holds up nobody.
+async fn serve_control(
+    stream: tokio::net::UnixStream,
+    calls: tokio::sync::mpsc::Sender<ControlCall>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(CONTROL_LINE_MAX));
+    let read = tokio::time::timeout(CONTROL_READ_TIMEOUT, reader.read_line(&mut line)).await;
+    let answer: Result<Restarted, String> = match read {
+        Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(line.trim()) {
+            Ok(request) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                if calls.send((request, tx)).await.is_err() {
+                    Err("`corfu local up` is stopping".to_string())
+                } else {
+                    match rx.await {
+                        // Already serialized by the supervisor.
+                        Ok(text) => {
+                            let _ = write.write_all(format!("{text}\n").as_bytes()).await;
+                            return;
+                        }
+                        Err(_) => Err("`corfu local up` is stopping".to_string()),
+                    }
+                }
+            }
+            Err(e) => Err(format!("not a control request: {e}")),
+        },
+        Ok(Err(e)) => Err(format!("reading the request: {e}")),
+        Err(_) => Err("no request within 5 s".to_string()),
+    };
+    let text = serde_json::to_string(&answer).unwrap_or_default();
+    let _ = write.write_all(format!("{text}\n").as_bytes()).await;
+}
+
+/// Waits until one of the running processes in `procs` exits; never
+/// returns while none runs.
+async fn next_exit(procs: &mut [Option<NodeProcess>]) -> (usize, std::io::Result<ExitStatus>) {
+    let waits: Vec<_> = procs
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            p.as_mut()
+                .map(|p| Box::pin(async move { (i, p.child.wait().await) }))
+        })
+        .collect();
+    if waits.is_empty() {
+        return std::future::pending().await;
+    }
+    select_all(waits).await.0
+}
+
+/// The line `local up` prints when a node process dies.
+fn death_line(node: &NodeProcess, status: &std::io::Result<ExitStatus>, dir: &Path) -> String {
+    let how = match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("its status is unknown: {e}"),
+    };
+    // A node that exits by itself says why at the end of its log; a killed
+    // one says nothing useful there.
+    let last = match status {
+        Ok(s) if s.code().is_some() => last_log_line(&node.log)
+            .map(|l| format!("; its log ends with: {l}"))
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    format!(
+        "node {} (pid {}) died ({how}){last}; the other nodes keep running; `corfu local restart {} --dir {}` starts it again (log {})",
+        node.node_id,
+        node.pid,
+        node.node_id,
+        dir.display(),
+        node.log.display()
+    )
+}
+
+/// Watches the started cluster until SIGINT or SIGTERM: reports every node
+/// process that dies (the others keep running) and serves restart
+/// requests from `corfu local restart`. Restarts run here, on the task
+/// (and thread) of `up` itself, because a node's parent-death signal is
+/// tied to the thread that spawned it.
+async fn supervise(
+    cluster: &ClusterDir,
+    opts: &UpOptions,
+    procs: &mut [Option<NodeProcess>],
+    control: Option<&Control>,
+    sigint: &mut tokio::signal::unix::Signal,
+    sigterm: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<()> {
+    let (calls_tx, mut calls) = tokio::sync::mpsc::channel::<ControlCall>(16);
+    let client = ClientConfig::load(&cluster.cluster_config)?;
+    let endpoint = client.endpoint().context("client endpoint")?;
+    let accept = || async {
+        match control {
+            Some(c) => c.listener.accept().await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = loop {
+        tokio::select! {
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            (i, status) = next_exit(procs) => {
+                if let Some(node) = procs[i].take() {
+                    println!("{}", death_line(&node, &status, &cluster.dir));
+                }
+            }
+            accepted = accept() => {
+                if let Ok((stream, _)) = accepted {
+                    tokio::spawn(serve_control(stream, calls_tx.clone()));
+                }
+            }
+            Some((request, answer)) = calls.recv() => {
+                let ControlRequest::Restart { node } = request;
+                let result = restart_node(cluster, opts, procs, &endpoint, &client, &node).await;
+                match &result {
+                    Ok(r) => println!(
+                        "restarted {} (pid {}) on {}{}",
+                        r.node,
+                        r.pid,
+                        r.addr,
+                        r.note.as_ref().map(|n| format!("; {n}")).unwrap_or_default()
+                    ),
+                    Err(e) => println!("restart of {node} refused: {e}"),
+                }
+                let _ = answer.send(serde_json::to_string(&result).unwrap_or_default());
+            }
+        }
+    };
+    println!("{outcome}: stopping the nodes");
+    endpoint.close();
+    Ok(())
+}
+
+/// Starts node `node`'s process again from its config and data directory
+/// and waits until it answers a ping. Refuses an unknown node and one
+/// still running.
+async fn restart_node(
+    cluster: &ClusterDir,
+    opts: &UpOptions,
+    procs: &mut [Option<NodeProcess>],
+    endpoint: &corfu_core::transport::ClientEndpoint,
+    client: &ClientConfig,
+    node: &str,
+) -> Result<Restarted, String> {
+    let Some(i) = cluster.nodes.iter().position(|(c, _)| c.node_id == node) else {
+        return Err(format!(
+            "no node {node} in {} (its nodes: {})",
+            cluster.dir.display(),
+            cluster
+                .nodes
+                .iter()
+                .map(|(c, _)| c.node_id.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    };
+    if let Some(running) = &mut procs[i] {
+        // Its death may not have been noticed yet.
+        if let Ok(None) = running.child.try_wait() {
+            return Err(format!(
+                "node {node} is already running (pid {})",
+                running.pid
+            ));
+        }
+    }
+    let (config, path) = &cluster.nodes[i];
+    let proc = spawn_node(
+        &opts.exe,
+        path,
+        node,
+        config.listen.to_string(),
+        &cluster.dir,
+    )
+    .map_err(|e| format!("{e:#}"))?;
+    let pid = proc.pid;
+    // Recorded before the wait, so a stop meanwhile stops it too.
+    let proc = procs[i].insert(proc);
+    if let Err(e) = wait_ready(endpoint, proc, opts.ready_timeout).await {
+        if let Ok(Some(_)) = proc.child.try_wait() {
+            procs[i] = None;
+        }
+        return Err(format!("{e:#}"));
+    }
+    Ok(Restarted {
+        node: node.to_string(),
+        pid,
+        addr: config.listen.to_string(),
+        note: restart_note(endpoint, client, &cluster.cluster_config, node).await,
+    })
+}
+
+/// What the layout in force means for a node just restarted, if anything
+/// needs doing: a node removed from the layout is added back with
+/// `add-node`; a restarted active sequencer lost its state and serves
+/// nothing until a new epoch bootstraps it.
+async fn restart_note(
+    endpoint: &corfu_core::transport::ClientEndpoint,
+    client: &ClientConfig,
+    cluster_toml: &Path,
+    node: &str,
+) -> Option<String> {
+    let fetch =
+        corfu_core::layout_service::proposer::fetch_layout(endpoint, &client.layout_servers);
+    let layout = tokio::time::timeout(Duration::from_secs(3), fetch)
+        .await
+        .ok()?
+        .ok()?;
+    let epoch = layout.epoch;
+    let c = cluster_toml.display();
+    if layout.active_sequencer().is_some_and(|s| s.node_id == node) {
+        return Some(format!(
+            "it hosts the active sequencer of epoch {epoch}, which lost its state: `corfu layout seal --cluster {c}` bootstraps it again"
+        ));
+    }
+    let a_unit = layout.all_log_units().iter().any(|n| n.node_id == node);
+    (!a_unit).then(|| {
+        format!(
+            "it is no log unit of epoch {epoch}: `corfu layout add-node --cluster {c} {node}` adds it back"
+        )
+    })
+}
+
+/// How long [`restart`] waits for `local up`'s answer: its own wait for
+/// the node (`ready_timeout`, 10 s) and then some.
+pub const RESTART_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `corfu local restart`: asks the `corfu local up` running on `dir` to
+/// start node `node`'s process again from its config and data directory,
+/// and returns once the node answers a ping. The node becomes a child of
+/// that `local up` again (stopped by its Ctrl-C, reported if it dies).
+/// One-line errors: `dir` holds no cluster, `node` is not one of its
+/// nodes, no `local up` is running there, or `local up` refused (the node
+/// is still running, or did not come up).
+pub async fn restart(dir: &Path, node: &str) -> anyhow::Result<Restarted> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    anyhow::ensure!(
+        dir.join(CLUSTER_TOML).is_file(),
+        "{} holds no cluster (no {CLUSTER_TOML}); `corfu local up --dir {}` creates and starts one",
+        dir.display(),
+        dir.display()
+    );
+    let cluster = load_cluster_dir(dir)?;
+    if !cluster.nodes.iter().any(|(c, _)| c.node_id == node) {
+        anyhow::bail!(
+            "no node {node} in {} (its nodes: {})",
+            dir.display(),
+            cluster
+                .nodes
+                .iter()
+                .map(|(c, _)| c.node_id.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    let path = dir.join(CONTROL_SOCKET);
+    let stream = tokio::net::UnixStream::connect(&path).await.map_err(|e| {
+        anyhow::anyhow!(
+            "no `corfu local up` is running on {} ({}: {e}); `corfu local up --dir {}` starts every node",
+            dir.display(),
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut request = serde_json::to_string(&ControlRequest::Restart {
+        node: node.to_string(),
+    })?;
+    request.push('\n');
+    write
+        .write_all(request.as_bytes())
+        .await
+        .with_context(|| format!("writing to {}", path.display()))?;
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read);
+    match tokio::time::timeout(RESTART_ANSWER_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(Ok(_)) => anyhow::bail!(
+            "`corfu local up` closed {} without an answer",
+            path.display()
+        ),
+        Ok(Err(e)) => return Err(e).with_context(|| format!("reading from {}", path.display())),
+        Err(_) => anyhow::bail!(
+            "`corfu local up` did not answer within {} s",
+            RESTART_ANSWER_TIMEOUT.as_secs()
+        ),
+    }
+    let answer: Result<Restarted, String> = serde_json::from_str(line.trim())
+        .with_context(|| format!("an answer from {} that is not one", path.display()))?;
+    answer.map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// `corfu local up`: initializes the directory if needed (a directory
@@ -688,12 +1124,16 @@ async fn start_and_watch(
 /// `D/nK/node.log`, waits until each answers a ping, bootstraps
 /// (idempotent), prints the client config and example commands, then runs
 /// until SIGINT or SIGTERM and stops the nodes (SIGTERM, then SIGKILL after
-/// the grace period). If a node exits on its own, the others are stopped
-/// and the error names it.
+/// the grace period). A node that fails to start stops the others and
+/// fails `up`; once the cluster is up, a node that dies is reported (a
+/// line naming it, its pid and its exit status or signal) and the others
+/// keep running, and [`restart`] (`corfu local restart`) starts it again
+/// through [`CONTROL_SOCKET`]. A second `up` on a directory whose cluster
+/// is running is refused.
 pub async fn up(opts: &UpOptions) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let cluster = if opts.dir.join(CLUSTER_TOML).exists() {
+    let (cluster, control) = if opts.dir.join(CLUSTER_TOML).exists() {
         let cluster = load_cluster_dir(&opts.dir)?;
         if let Some(n) = opts.nodes {
             anyhow::ensure!(
@@ -703,18 +1143,33 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<()> {
                 cluster.nodes.len()
             );
         }
+        if let Some(n) = opts.sequencers {
+            let there = cluster
+                .nodes
+                .iter()
+                .filter(|(c, _)| c.roles.contains(&Role::Sequencer))
+                .count();
+            anyhow::ensure!(
+                n == there,
+                "{} holds a cluster with {there} sequencer node(s), not {n}: drop --sequencers or choose another --dir",
+                opts.dir.display()
+            );
+        }
+        // Before anything is said or started: refused if it runs already.
+        let control = Control::bind(&cluster.dir).await?;
         println!(
             "restarting the cluster in {} ({} nodes)",
             cluster.dir.display(),
             cluster.nodes.len()
         );
-        cluster
+        (cluster, control)
     } else {
         let report = init(&InitOptions {
             dir: opts.dir.clone(),
             nodes: opts.nodes.unwrap_or(3),
             base_port: opts.base_port,
             sync: opts.sync,
+            sequencers: opts.sequencers,
             failure_detector: None,
         })?;
         println!(
@@ -723,23 +1178,42 @@ pub async fn up(opts: &UpOptions) -> anyhow::Result<()> {
             report.nodes.len(),
             report.cluster_id
         );
-        load_cluster_dir(&report.dir)?
+        let cluster = load_cluster_dir(&report.dir)?;
+        let control = Control::bind(&cluster.dir).await?;
+        (cluster, control)
     };
     let mut procs = Vec::new();
-    let outcome = tokio::select! {
-        r = start_and_watch(&cluster, opts, &mut procs) => r,
+    let started = tokio::select! {
+        r = start(&cluster, opts, &mut procs) => r.map(|()| true),
         _ = sigint.recv() => {
             println!("SIGINT: stopping the nodes");
-            Ok(())
+            Ok(false)
         }
         _ = sigterm.recv() => {
             println!("SIGTERM: stopping the nodes");
-            Ok(())
+            Ok(false)
         }
     };
-    stop_all(&mut procs, opts.stop_grace).await;
+    let outcome = match started {
+        Ok(true) => {
+            supervise(
+                &cluster,
+                opts,
+                &mut procs,
+                control.as_ref(),
+                &mut sigint,
+                &mut sigterm,
+            )
+            .await
+        }
+        other => other.map(|_| ()),
+    };
+    // No restart requests while the nodes stop.
+    drop(control);
+    let mut running: Vec<NodeProcess> = procs.into_iter().flatten().collect();
+    stop_all(&mut running, opts.stop_grace).await;
     if outcome.is_ok() {
-        println!("stopped {} node(s)", procs.len());
+        println!("stopped {} node(s)", running.len());
     }
     outcome
 }
@@ -1016,8 +1490,25 @@ pub enum LocalCommand {
     /// (starts nothing).
     Init(InitArgs),
     /// Run a local cluster as child processes until Ctrl-C (initializes
-    /// the directory first unless it already holds a cluster).
+    /// the directory first unless it already holds a cluster). A node that
+    /// dies is reported and the others keep running.
     Up(UpArgs),
+    /// Start a node of a running `corfu local up` again (after it died or
+    /// was killed), from its config and data directory.
+    Restart(RestartArgs),
+}
+
+/// Arguments of `corfu local restart`.
+#[derive(clap::Args, Debug)]
+pub struct RestartArgs {
+    /// The node's id (n1, n2, ...).
+    pub node: String,
+    /// The cluster directory `corfu local up` runs.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Arguments of `corfu local init`.
@@ -1035,6 +1526,11 @@ pub struct InitArgs {
     /// Durability of the log units: always, batch or never.
     #[arg(long, default_value = "always", value_parser = parse_sync)]
     pub sync: SyncPolicy,
+    /// How many nodes (n1, n2, ... in order) host a sequencer, 1 to
+    /// --nodes (default: every node). The first is active; removing its
+    /// node hands the role to the next.
+    #[arg(long)]
+    pub sequencers: Option<usize>,
 }
 
 /// Arguments of `corfu local up`.
@@ -1053,6 +1549,10 @@ pub struct UpArgs {
     /// Durability of a new cluster's log units: always, batch or never.
     #[arg(long, default_value = "always", value_parser = parse_sync)]
     pub sync: SyncPolicy,
+    /// How many nodes of a new cluster (n1, n2, ... in order) host a
+    /// sequencer, 1 to --nodes (default: every node).
+    #[arg(long)]
+    pub sequencers: Option<usize>,
     /// Number of stripes of the bootstrap layout (see `corfu cluster
     /// bootstrap`).
     #[arg(long)]
@@ -1071,6 +1571,7 @@ pub async fn run_local(command: LocalCommand) -> anyhow::Result<()> {
                 nodes: args.nodes,
                 base_port: args.base_port,
                 sync: args.sync,
+                sequencers: args.sequencers,
                 failure_detector: None,
             })?;
             println!(
@@ -1102,6 +1603,7 @@ pub async fn run_local(command: LocalCommand) -> anyhow::Result<()> {
                 nodes: args.nodes,
                 base_port: args.base_port,
                 sync: args.sync,
+                sequencers: args.sequencers,
                 shape: Shape {
                     stripes: args.stripes,
                     chain: args.chain,
@@ -1111,6 +1613,21 @@ pub async fn run_local(command: LocalCommand) -> anyhow::Result<()> {
                 stop_grace: Duration::from_secs(5),
             })
             .await
+        }
+        LocalCommand::Restart(args) => {
+            let done = restart(&args.dir, &args.node).await?;
+            if args.json {
+                println!("{}", serde_json::to_string(&done)?);
+            } else {
+                println!(
+                    "restarted {} (pid {}) on {}; it answers pings",
+                    done.node, done.pid, done.addr
+                );
+                if let Some(note) = &done.note {
+                    println!("note: {note}");
+                }
+            }
+            Ok(())
         }
     }
 }
@@ -1149,7 +1666,10 @@ mod tests {
             assert_eq!(cfg.listen.port(), 17001 + i as u16);
             assert_eq!(cfg.cluster_id, Some(report.cluster_id));
             assert_eq!(cfg.log_unit.sync, SyncPolicy::Never);
-            assert_eq!(cfg.roles.contains(&Role::Sequencer), i == 0);
+            assert!(
+                cfg.roles.contains(&Role::Sequencer),
+                "every node by default"
+            );
             assert!(cfg.roles.contains(&Role::LayoutServer) && cfg.roles.contains(&Role::LogUnit));
             assert!(cfg.data_dir.ends_with(format!("n{}/data", i + 1)));
             for p in [&cfg.tls.ca_cert, &cfg.tls.cert, &cfg.tls.key] {
@@ -1210,6 +1730,44 @@ mod tests {
             ..InitOptions::new(tmp.path().join("y"))
         })
         .unwrap();
+    }
+
+    #[test]
+    fn sequencers_are_the_first_nodes_and_bounded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = init(&InitOptions {
+            nodes: 4,
+            base_port: 17101,
+            sequencers: Some(2),
+            ..InitOptions::new(tmp.path().join("two"))
+        })
+        .unwrap();
+        let hosts: Vec<bool> = report
+            .nodes
+            .iter()
+            .map(|n| {
+                NodeConfig::load(&n.config)
+                    .unwrap()
+                    .roles
+                    .contains(&Role::Sequencer)
+            })
+            .collect();
+        assert_eq!(hosts, [true, true, false, false]);
+        for bad in [0, 5] {
+            let e = init(&InitOptions {
+                nodes: 4,
+                sequencers: Some(bad),
+                ..InitOptions::new(tmp.path().join("bad"))
+            })
+            .unwrap_err();
+            let line = format!("{e:#}");
+            assert!(
+                line.contains("--sequencers must be between 1 and the number of nodes (4)"),
+                "{line}"
+            );
+            assert!(!line.contains('\n'));
+            assert!(!tmp.path().join("bad").exists(), "nothing written");
+        }
     }
 
     #[test]

@@ -40,7 +40,8 @@ enum Command {
         #[arg(long)]
         dir: Option<PathBuf>,
     },
-    /// Local clusters on loopback: write their configs, run them.
+    /// Local clusters on loopback: write their configs, run them, restart
+    /// a node.
     Local {
         #[command(subcommand)]
         which: corfu::local::LocalCommand,

@@ -2,8 +2,8 @@
 //!
 //! It starts a 3-node cluster of `corfu node` processes on loopback (QUIC
 //! with TLS 1.3, certificates from a CA it generates, every node a layout
-//! server and a log unit running its failure detector, node 1 also the
-//! sequencer; one replication chain n1 -> n2 -> n3), then:
+//! server, a log unit and a sequencer, running its failure detector; n1
+//! the active sequencer, one replication chain n1 -> n2 -> n3), then:
 //!
 //! 1. two clients, *alice* and *bob* (each its own connection and runtime,
 //!    as two processes would be), open a queue, a map and a counter; alice
@@ -11,9 +11,13 @@
 //! 2. both ship orders concurrently, each shipment one transaction over
 //!    the three objects: pop an order, record who shipped it in the map,
 //!    count it;
-//! 3. part way through, node n2 is killed with SIGKILL; the nodes' failure
-//!    detectors remove it (a new epoch, chain n1 -> n3) and the clients
-//!    carry on;
+//! 3. part way through, the node hosting the active sequencer and the
+//!    chain's head (n1, read from the committed layout) is killed with
+//!    SIGKILL: the hardest single failure, since every transaction needs
+//!    both. The other nodes' failure detectors remove it (a new epoch,
+//!    chain n2 -> n3, n2's sequencer bootstrapped and active) and the
+//!    clients, whose sequencer died under them, carry on through that
+//!    reconfiguration;
 //! 4. the result is checked: every order shipped exactly once, counter and
 //!    map agree, the queue is empty; a third client replays the log from
 //!    the start to the same state; an append after the failover reads
@@ -50,8 +54,6 @@ use crate::local::{self, InitOptions, NodeProcess};
 
 /// Nodes of the quickstart's cluster.
 const NODES: usize = 3;
-/// The node killed part way through (0-based: n2, the middle of the chain).
-const VICTIM: usize = 1;
 /// The nodes' failure detector: a node unreachable this long is removed.
 const FAILURE_TIMEOUT_MS: u64 = 500;
 /// How often the detectors probe.
@@ -219,16 +221,75 @@ fn chains(layout: &Layout) -> String {
         .unwrap_or_default()
 }
 
-/// The longest gap between consecutive commits that spans `at`.
-fn pause_around(times: &mut [Instant], at: Instant) -> Duration {
+/// The node killed part way through: the one hosting both the active
+/// sequencer and the head of a chain of `layout`'s open segment (n1 in the
+/// default layout), as `(node id, index in the config order of ids)`.
+/// Read from the committed layout so the choice stays right if the
+/// bootstrap's layout changes; an error if no node holds both roles.
+fn victim_of(layout: &Layout, ids: &[String]) -> anyhow::Result<(String, usize)> {
+    let sequencer = layout
+        .active_sequencer()
+        .context("the layout names no sequencer")?;
+    let heads_a_chain = layout.segments.last().is_some_and(|s| {
+        s.stripes.iter().any(|st| {
+            st.chain
+                .first()
+                .is_some_and(|h| h.node_id == sequencer.node_id)
+        })
+    });
+    anyhow::ensure!(
+        heads_a_chain,
+        "the active sequencer {} heads no chain ({}): the quickstart kills a node hosting both",
+        sequencer.node_id,
+        chains(layout)
+    );
+    let index = ids
+        .iter()
+        .position(|id| *id == sequencer.node_id)
+        .with_context(|| {
+            format!(
+                "the active sequencer {} is not one of the nodes started",
+                sequencer.node_id
+            )
+        })?;
+    Ok((sequencer.node_id.clone(), index))
+}
+
+/// Whether `node` still has a role in `layout` that matters here: a unit
+/// of a chain of its open segment or a listed sequencer.
+fn still_serves(layout: &Layout, node: &str) -> bool {
+    let in_chain = layout.segments.last().is_some_and(|s| {
+        s.stripes
+            .iter()
+            .any(|st| st.chain.iter().any(|n| n.node_id == node))
+    });
+    in_chain || layout.sequencers.iter().any(|n| n.node_id == node)
+}
+
+/// The node ids of `layout`'s sequencers, the active one first.
+fn sequencers(layout: &Layout) -> String {
+    layout
+        .sequencers
+        .iter()
+        .map(|n| n.node_id.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The longest gap between consecutive commits from the last one before
+/// `at` on (from `at` itself if none came before). Not just the gap
+/// spanning `at`: a batch written to the head before a kill of the head
+/// still commits just after it, and the real pause comes later.
+fn longest_pause_since(times: &mut [Instant], at: Instant) -> Duration {
     times.sort();
-    let before = times.iter().rev().find(|t| **t <= at);
-    let after = times.iter().find(|t| **t > at);
-    match (before, after) {
-        (Some(b), Some(a)) => *a - *b,
-        (None, Some(a)) => *a - at,
-        _ => Duration::ZERO,
+    let first_after = times.partition_point(|t| *t <= at);
+    let mut previous = first_after.checked_sub(1).map_or(at, |i| times[i]);
+    let mut longest = Duration::ZERO;
+    for t in &times[first_after..] {
+        longest = longest.max(*t - previous);
+        previous = *t;
     }
+    longest
 }
 
 /// Runs the quickstart, printing what happens; returns an error if any step
@@ -318,11 +379,16 @@ async fn run_on(
     let first = cluster::bootstrap_with(&endpoint, &config, Shape::default()).await?;
     bar.finish_and_clear();
     let addrs: Vec<String> = report.nodes.iter().map(|n| n.addr.to_string()).collect();
+    let ids: Vec<String> = report.nodes.iter().map(|n| n.node_id.clone()).collect();
+    let (victim_id, victim) = victim_of(&first, &ids)?;
     println!(
-        "  cluster: nodes n1 n2 n3 as processes on {} (QUIC, TLS 1.3), epoch {}, chain {}, sequencer on n1; data in {}",
+        "  cluster: nodes {} as processes on {} (QUIC, TLS 1.3), epoch {}, chain {}, sequencers {} ({} active); data in {}",
+        ids.join(" "),
         addrs.join(" "),
         first.epoch,
         chains(&first),
+        sequencers(&first),
+        victim_id,
         report.dir.display()
     );
 
@@ -348,7 +414,8 @@ async fn run_on(
         "  objects: alice and bob (two clients, two connections) opened a queue, a map and a counter; alice pushed {ORDERS} orders"
     );
 
-    // 3. Both ship; n2 is killed part way.
+    // 3. Both ship; the active sequencer's node, also the chain head, is
+    // killed part way.
     println!(
         "  transactions: alice and bob ship concurrently; a shipment pops an order, records it in the map and counts it, in one transaction"
     );
@@ -361,34 +428,41 @@ async fn run_on(
     {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let victim = &mut procs[VICTIM];
-    let pid = victim.child.id().unwrap_or(0);
-    victim.child.start_kill().context("killing n2")?;
+    let proc = &mut procs[victim];
+    let pid = proc.child.id().unwrap_or(0);
+    proc.child
+        .start_kill()
+        .with_context(|| format!("killing {victim_id}"))?;
     let killed_at = Instant::now();
     let shipped_at_kill = progress.shipped.load(Ordering::Relaxed);
-    let _ = victim.child.wait().await;
+    let _ = proc.child.wait().await;
     bar.suspend(|| {
         println!(
-            "  kill: n2 (pid {pid}) killed with SIGKILL after {shipped_at_kill} orders shipped"
+            "  kill: {victim_id} (pid {pid}), the active sequencer and head of chain {}, killed with SIGKILL after {shipped_at_kill} orders shipped",
+            chains(&first)
         );
     });
-    // Watch the layout until the detectors have removed n2.
-    let victim_id = &report.nodes[VICTIM].node_id;
+    // Watch the layout until the detectors have removed the victim from
+    // the chain and the sequencers.
     let after = loop {
         let layout = alice_log.refresh_layout().await?;
-        if layout.epoch > first.epoch && !chains(&layout).contains(victim_id.as_str()) {
+        if layout.epoch > first.epoch && !still_serves(&layout, &victim_id) {
             break layout;
         }
         anyhow::ensure!(
             killed_at.elapsed() < Duration::from_secs(30),
-            "n2 was not removed from the layout within 30 s of its kill"
+            "{victim_id} was not removed from the layout within 30 s of its kill"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let removed_in = killed_at.elapsed();
+    let next_sequencer = after
+        .active_sequencer()
+        .map(|n| n.node_id.clone())
+        .context("the layout after the failover names no sequencer")?;
     bar.suspend(|| {
         println!(
-            "  failover: the failure detectors removed n2 {} ms after the kill (timeout {FAILURE_TIMEOUT_MS} ms): epoch {}, chain {}",
+            "  failover: the failure detectors removed {victim_id} {} ms after the kill (timeout {FAILURE_TIMEOUT_MS} ms): epoch {}, chain {}, sequencer on {next_sequencer}",
             removed_in.as_millis(),
             after.epoch,
             chains(&after),
@@ -400,10 +474,10 @@ async fn run_on(
     }
     bar.finish_and_clear();
     let mut times = std::mem::take(&mut *progress.commit_times.lock().expect("commit times"));
-    let pause = pause_around(&mut times, killed_at);
+    let pause = longest_pause_since(&mut times, killed_at);
     let shipped_after = progress.shipped.load(Ordering::Relaxed) - shipped_at_kill;
     println!(
-        "  carried on: {shipped_after} orders shipped after the kill; the longest pause in shipments was {} ms",
+        "  carried on: {shipped_after} orders shipped after the kill; the longest pause in shipments since the kill was {} ms",
         pause.as_millis()
     );
 
@@ -493,8 +567,10 @@ async fn run_on(
         TransportConfig::default(),
         ClusterId::random(),
     )?;
+    // Asked of a node still running (the victim is dead).
+    let survivor = &report.nodes[if victim == 0 { 1 } else { 0 }];
     match stranger
-        .peer(&report.nodes[0].addr.to_string())
+        .peer(&survivor.addr.to_string())
         .call(0, Request::LogUnit(LogUnitRequest::Tail))
         .await?
     {
@@ -507,4 +583,29 @@ async fn run_on(
     }
     endpoint.close();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_pause_is_measured_from_the_last_commit_before_the_kill() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        // Commits at 0 and 10, the kill at 12, a straggler at 13, then
+        // nothing until 800: the pause is 787 ms, not the 3 ms around 12.
+        let mut times = vec![ms(800), ms(0), ms(13), ms(10), ms(805)];
+        assert_eq!(
+            longest_pause_since(&mut times, ms(12)),
+            Duration::from_millis(787)
+        );
+        // No commit before the kill: measured from the kill.
+        let mut times = vec![ms(50), ms(60)];
+        assert_eq!(
+            longest_pause_since(&mut times, ms(20)),
+            Duration::from_millis(30)
+        );
+        assert_eq!(longest_pause_since(&mut [], ms(20)), Duration::ZERO);
+    }
 }

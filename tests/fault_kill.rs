@@ -119,6 +119,8 @@ async fn start_cluster_with(setup: Setup<'_>) -> Cluster {
     let report = init(&InitOptions {
         nodes: 5,
         sync: SyncPolicy::Always,
+        // The setup adds the sequencer role to the nodes it names.
+        sequencers: Some(1),
         ..InitOptions::new(dir.path().join("cluster"))
     })
     .unwrap();
