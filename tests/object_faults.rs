@@ -1217,7 +1217,12 @@ async fn read_final(run: &Run, who: &str, client: usize, rt: &Runtime, objects: 
     }
 }
 
-/// Reads the final state from every long-lived runtime and `fresh`.
+/// How long one client may take to read the final state.
+const FINAL_READ_SECS: u64 = 15;
+
+/// Reads the final state from every long-lived runtime and `fresh`, all
+/// at once (the log is quiet by now); a client that cannot within
+/// `FINAL_READ_SECS` reads nothing.
 async fn read_finals(
     run: &Run,
     round: usize,
@@ -1225,22 +1230,29 @@ async fn read_finals(
     objects: &[Objects],
     fresh: Option<(&Runtime, &Objects)>,
 ) -> Vec<(String, Final)> {
-    let mut finals = Vec::new();
-    for (r, (rt, o)) in runtimes.iter().zip(objects).enumerate() {
-        let client = FINAL_MAP_CLIENT + 10 * round + r;
-        finals.push((
-            runtime_name(r).to_string(),
-            read_final(run, runtime_name(r), client, rt, o).await,
-        ));
-    }
+    let mut readers: Vec<(String, usize, &Runtime, &Objects)> = runtimes
+        .iter()
+        .zip(objects)
+        .enumerate()
+        .map(|(r, (rt, o))| {
+            let client = FINAL_MAP_CLIENT + 10 * round + r;
+            (runtime_name(r).to_string(), client, rt, o)
+        })
+        .collect();
     if let Some((rt, o)) = fresh {
         let client = FINAL_MAP_CLIENT + 10 * round + 9;
-        finals.push((
-            "fresh".to_string(),
-            read_final(run, "fresh", client, rt, o).await,
-        ));
+        readers.push(("fresh".to_string(), client, rt, o));
     }
-    finals
+    futures_util::future::join_all(readers.into_iter().map(|(who, client, rt, o)| async move {
+        let read = bounded(FINAL_READ_SECS, read_final(run, &who, client, rt, o)).await;
+        let read = read.unwrap_or(Final {
+            counter: None,
+            bank: None,
+            map: None,
+        });
+        (who, read)
+    }))
+    .await
 }
 
 /// What a scenario found.
@@ -1466,7 +1478,9 @@ async fn run_scenario(fault: Fault, load: Load) -> Report {
     }
     for (who, f) in &finals {
         if f.counter.is_none() || f.bank.is_none() || f.map.is_none() {
-            violations.push(format!("{who} could not read the final state: {f:?}"));
+            violations.push(format!(
+                "{who} could not read the final state (an error, or no answer within {FINAL_READ_SECS} s): {f:?}"
+            ));
         }
     }
     if disagree(&finals) {
