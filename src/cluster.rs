@@ -6,10 +6,10 @@
 //! ([`build_layout`]), has the Paxos layout service decide it, and then
 //! bootstraps the active sequencer from the tails of the layout's log
 //! units. Running it again is harmless: the layout service answers with the
-//! layout it already decided, and the sequencer is bootstrapped again from
-//! the log units' tails (a sequencer that already granted tokens in that
-//! epoch keeps its state and only raises its next address; see
-//! [`corfu_core::sequencer`]).
+//! layout it already decided; a sequencer already serving is left alone,
+//! and one that is not (it restarted, and may have granted addresses before
+//! it lost its state) is brought back by a seal reconfiguration rather than
+//! bootstrapped again at epoch 1 (see [`corfu_core::sequencer`]).
 //!
 //! Stripes are filled from the log units in config order: with `S` stripes
 //! of chains of `C` units, log unit `k` (0-based, in config order) is
@@ -23,7 +23,8 @@ use futures_util::future::join_all;
 
 use corfu_core::client_config::ClientConfig;
 use corfu_core::layout::{Layout, NodeAddr, Segment, Stripe};
-use corfu_core::layout_service::proposer::Proposer;
+use corfu_core::layout_service::proposer::{fetch_layout, Decision, ProposeError, Proposer};
+use corfu_core::reconfig::{Change, Reconfigurer};
 use corfu_core::transport::ClientEndpoint;
 use corfu_core::types::{ClusterId, Role};
 use corfu_core::wire::logunit::{LogUnitRequest, LogUnitResponse};
@@ -140,6 +141,8 @@ pub fn build_layout(
             end: None,
             stripes,
         }],
+        grants: corfu_core::layout::Grants::from(0),
+        voids: vec![],
     };
     layout
         .validate()
@@ -208,18 +211,66 @@ pub async fn bootstrap_with(
         .collect();
     // Paxos safety needs a unique id per proposer: never a constant.
     let proposer = Proposer::new(endpoint.clone(), servers, rand::random::<u64>());
-    let layout = proposer
-        .bootstrap(proposed)
+    let decision = match proposer.decide(proposed).await {
+        Err(ProposeError::Superseded { layout, .. }) => Decision {
+            layout: *layout,
+            ours: false,
+            promised_at: std::time::Instant::now(),
+        },
+        other => other.context("deciding the epoch-1 layout")?,
+    };
+    if decision.ours {
+        bootstrap_sequencer(endpoint, &decision.layout).await?;
+        return Ok(decision.layout);
+    }
+    // Decided before (an earlier run): fine if its sequencer serves.
+    let current = fetch_layout(endpoint, &config.layout_servers)
         .await
-        .context("deciding the epoch-1 layout")?;
-    bootstrap_sequencer(endpoint, &layout).await?;
-    Ok(layout)
+        .context("fetching the layout")?;
+    if sequencer_serves(endpoint, &current).await {
+        return Ok(current);
+    }
+    let servers = current
+        .layout_servers
+        .iter()
+        .map(|n| n.addr.clone())
+        .collect();
+    let done = Reconfigurer::new(endpoint.clone(), servers)
+        .reconfigure(&Change::Seal)
+        .await
+        .context("the sequencer does not serve; sealing to restart it")?;
+    Ok(done.layout)
+}
+
+/// Whether the active sequencer of `layout` answers a tail query at its
+/// epoch.
+async fn sequencer_serves(endpoint: &ClientEndpoint, layout: &Layout) -> bool {
+    let Some(sequencer) = layout.active_sequencer() else {
+        return false;
+    };
+    let request = Request::Sequencer(SequencerRequest::Tail { streams: vec![] });
+    matches!(
+        endpoint
+            .peer(&sequencer.addr)
+            .call(layout.epoch, request)
+            .await,
+        Ok(Response::Sequencer(SequencerResponse::Tail { .. }))
+    )
 }
 
 pub use corfu_core::reconfig::merge_tails;
 
-/// Bootstraps the active sequencer of `layout` from the tails of every log
-/// unit of the layout (all must answer), at the layout's epoch.
+/// Bootstraps the active sequencer of `layout`, which the caller has just
+/// decided, at the layout's grant start: seals it at the layout's epoch
+/// (nothing changes if it is there already), then bootstraps the
+/// incarnation that answered with the stream tails of every log unit of the
+/// layout (all must answer). A sequencer already serving the epoch is left
+/// alone. Fails if a unit holds an address at or above the grant start
+/// (the layout would grant it again).
+///
+/// Only for a layout the caller decided: bootstrapping a sequencer that
+/// restarted during the epoch would grant its addresses again (the
+/// reconfiguration engine, [`corfu_core::reconfig`], handles that case).
 pub async fn bootstrap_sequencer(endpoint: &ClientEndpoint, layout: &Layout) -> anyhow::Result<()> {
     let epoch = layout.epoch;
     let units = layout.all_log_units();
@@ -245,16 +296,55 @@ pub async fn bootstrap_sequencer(endpoint: &ClientEndpoint, layout: &Layout) -> 
         }
     }
     let (next, stream_tails) = merge_tails(&tails);
+    anyhow::ensure!(
+        next <= layout.grants.start,
+        "the log units hold addresses up to {}, at or above the grant start {} of epoch {epoch}",
+        next.saturating_sub(1),
+        layout.grants.start
+    );
     let sequencer = layout
         .active_sequencer()
         .context("the layout names no sequencer")?;
     let who = format!("sequencer {} at {}", sequencer.node_id, sequencer.addr);
+    let peer = endpoint.peer(&sequencer.addr);
+    let incarnation = match peer
+        .call(epoch, Request::Sequencer(SequencerRequest::Seal { epoch }))
+        .await
+    {
+        Ok(Response::Sequencer(SequencerResponse::Sealed { served, .. }))
+            if served.is_some_and(|(e, _)| e == epoch) =>
+        {
+            return Ok(());
+        }
+        Ok(Response::Sequencer(SequencerResponse::Sealed {
+            served: Some((served, next)),
+            ..
+        })) if next > layout.grants.start => anyhow::bail!(
+            "{who} granted addresses up to {} in epoch {served}, at or above the grant start {} of epoch {epoch}",
+            next - 1,
+            layout.grants.start
+        ),
+        Ok(Response::Sequencer(SequencerResponse::Sealed { incarnation, .. })) => incarnation,
+        Ok(Response::WrongEpoch { current }) => {
+            anyhow::bail!("{who} is at epoch {current}, above the layout's {epoch}")
+        }
+        Ok(Response::Error(e)) => anyhow::bail!("{who} refused the seal: {e}"),
+        Ok(other) => anyhow::bail!("{who} answered the seal with {other:?}"),
+        Err(e) => anyhow::bail!("{who} is unreachable: {e}"),
+    };
     let request = Request::Sequencer(SequencerRequest::Bootstrap {
         epoch,
-        next,
+        incarnation,
+        next: layout.grants.start,
+        bound: layout.grants.bound,
         stream_tails,
+        layout_servers: layout
+            .layout_servers
+            .iter()
+            .map(|n| n.addr.clone())
+            .collect(),
     });
-    match endpoint.peer(&sequencer.addr).call(epoch, request).await {
+    match peer.call(epoch, request).await {
         Ok(Response::Sequencer(SequencerResponse::Done)) => Ok(()),
         Ok(Response::WrongEpoch { current }) => {
             anyhow::bail!("{who} is at epoch {current}, above the layout's {epoch}")

@@ -1866,8 +1866,10 @@ mod tests {
         }
 
         // A node restarts on its address; after a restart the sequencer
-        // serves nothing until the (idempotent) bootstrap runs again, which
-        // recovers the tails from the log units.
+        // serves nothing. Running the (idempotent) bootstrap again does not
+        // bootstrap it at epoch 1 (it may have granted addresses there
+        // before it lost its state): it seals epoch 2, whose sequencer
+        // starts past every address epoch 1's could have granted.
         cluster.stop_node(0).await.unwrap();
         assert!(!cluster.is_running(0));
         assert!(cluster.stop_node(0).await.is_err());
@@ -1877,12 +1879,16 @@ mod tests {
         assert!(cluster.restart_node(0).await.is_err());
         let answer = seq.call(1, token.clone()).await.unwrap();
         assert!(matches!(answer, Response::Error(_)), "{answer:?}");
-        assert_eq!(cluster.bootstrap(Shape::default()).await.unwrap(), layout);
-        let answer = seq.call(1, token).await.unwrap();
+        let sealed = cluster.bootstrap(Shape::default()).await.unwrap();
+        assert_eq!(sealed.epoch, 2);
+        assert_eq!(sealed.segments, layout.segments);
+        assert_eq!(sealed.grants.start, layout.grants.bound);
+        assert!(sealed.is_void(1) && !sealed.is_void(0));
+        let answer = seq.call(2, token).await.unwrap();
         assert_eq!(
             answer,
             Response::Sequencer(SequencerResponse::Token {
-                start: 1,
+                start: layout.grants.bound,
                 count: 1,
                 previous: vec![(stream, Some(0))],
             })

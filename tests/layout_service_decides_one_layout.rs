@@ -94,6 +94,8 @@ impl Cluster {
                     chain: (0..3).map(node).collect(),
                 }],
             }],
+            grants: corfu_core::layout::Grants::from(0),
+            voids: vec![],
         }
     }
 

@@ -41,10 +41,23 @@ async fn tokens_are_unique_gap_free_and_chained_per_stream() {
         Response::Error(e) => assert_eq!(e.kind, ServerErrorKind::Unavailable, "{e}"),
         other => panic!("token before bootstrap: {other:?}"),
     }
+    // A bootstrap follows a seal, by the incarnation that answered it.
+    let incarnation = match peer
+        .call(1, Request::Sequencer(SequencerRequest::Seal { epoch: 1 }))
+        .await
+        .unwrap()
+    {
+        Response::Sequencer(SequencerResponse::Sealed { incarnation, .. }) => incarnation,
+        other => panic!("seal: {other:?}"),
+    };
     let boot = Request::Sequencer(SequencerRequest::Bootstrap {
         epoch: 1,
+        incarnation,
         next: 100,
+        bound: u64::MAX,
         stream_tails: vec![(StreamId(1), 42)],
+        // No lease: no other sequencer can replace this one.
+        layout_servers: vec![],
     });
     assert_eq!(
         peer.call(1, boot).await.unwrap(),
@@ -132,12 +145,16 @@ async fn tokens_are_unique_gap_free_and_chained_per_stream() {
         other => panic!("tail answered {other:?}"),
     }
 
-    // A seal fences the older epoch.
+    // A seal fences the older epoch, and says how far epoch 1 got: past
+    // every grant.
     assert_eq!(
         peer.call(2, Request::Sequencer(SequencerRequest::Seal { epoch: 2 }))
             .await
             .unwrap(),
-        Response::Sequencer(SequencerResponse::Done)
+        Response::Sequencer(SequencerResponse::Sealed {
+            incarnation,
+            served: Some((1, expect)),
+        })
     );
     assert_eq!(
         peer.call(1, token(1, vec![])).await.unwrap(),

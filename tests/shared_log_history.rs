@@ -390,18 +390,23 @@ async fn an_append_whose_token_predates_an_epoch_change_keeps_real_time_order() 
     for unit in units.into_iter().filter(|u| *u != head) {
         seal_unit(unit).await;
     }
-    match raw
+    let granted = match raw
         .call(
             &sequencer,
             Request::Sequencer(SequencerRequest::Seal { epoch: 2 }),
         )
         .await
     {
-        Response::Sequencer(SequencerResponse::Done) => {}
+        Response::Sequencer(SequencerResponse::Sealed {
+            served: Some((1, next)),
+            ..
+        }) => next,
         other => panic!("seal the sequencer: {other:?}"),
-    }
+    };
     let mut layout2 = layout1.clone();
     layout2.epoch = 2;
+    // Epoch 2's sequencer starts above everything epoch 1's granted.
+    layout2.grants = corfu::core::layout::Grants::from(granted);
     let proposer = Proposer::new(
         endpoint.clone(),
         config.layout_servers.clone(),

@@ -227,7 +227,8 @@ async fn crashed_writers_leave_holes_that_readers_fill() {
     let mut junked = 0;
     for (address, stage, holds) in &expected {
         assert_eq!(
-            &log[*address as usize].1, holds,
+            support::history::at(&log, *address).unwrap(),
+            holds,
             "address {address}, whose writer crashed at stage {stage:?}"
         );
         match holds {

@@ -30,6 +30,7 @@ use corfu::core::types::{Address, StreamId};
 use corfu::core::wire::logunit::{
     AddressedEntry, Entry, LogUnitRequest, LogUnitResponse, ReadOutcome, WriteOutcome,
 };
+use corfu::core::wire::sequencer::{SequencerRequest, SequencerResponse};
 use corfu::core::wire::{Request, Response, ServerErrorKind};
 use corfu::local::LocalCluster;
 use support::history::{check_replicas, raw_reads, History, Outcome, Raw};
@@ -653,7 +654,24 @@ async fn an_interrupted_addition_is_finished_by_running_it_again() {
         tails.push(t);
     }
     let (tail, _) = merge_tails(&tails);
-    let first = plan(&current, &add(n4.clone(), false), tail).unwrap();
+    // Epoch e+1's sequencer starts above everything epoch e's granted.
+    let sequencer = current.active_sequencer().unwrap();
+    let granted = match endpoint
+        .peer(&sequencer.addr)
+        .call(epoch, Request::Sequencer(SequencerRequest::Seal { epoch }))
+        .await
+        .unwrap()
+    {
+        Response::Sequencer(SequencerResponse::Sealed {
+            served: Some((_, next)),
+            ..
+        }) => next,
+        other => panic!("seal the sequencer: {other:?}"),
+    };
+    let mut first = plan(&current, &add(n4.clone(), false), tail).unwrap();
+    let start = tail.max(granted);
+    first.add_void(tail, start);
+    first.grants = corfu::core::layout::Grants::from(start);
     let proposer = Proposer::new(
         endpoint.clone(),
         config.layout_servers.clone(),

@@ -562,6 +562,8 @@ mod tests {
                     chain: chain.iter().map(|&i| node(i)).collect(),
                 }],
             }],
+            grants: crate::layout::Grants::from(0),
+            voids: vec![],
         }
     }
 

@@ -13,6 +13,18 @@
 //! first may start anywhere (addresses below it were trimmed), each next
 //! one starts where the previous ends, and only the last is open-ended, so
 //! every address at or above the first start has exactly one home.
+//!
+//! Two more parts keep the address space **monotone across sequencers**
+//! (an address is granted at most once in the life of the cluster):
+//! - [`Grants`]: the active sequencer of an epoch grants only addresses in
+//!   `[start, bound)`. A reconfiguration that learns how far the sealed
+//!   sequencer got starts the next one there; one that cannot (the
+//!   sequencer is dead, paused or cut off) starts it at `bound`, which the
+//!   old one could never reach.
+//! - [`Void`] ranges: addresses that were never written and never will be
+//!   (granted by a sequencer that was then replaced, or never granted at
+//!   all). A read of a void address is junk without asking any log unit,
+//!   and range reads skip voids, so a jump of the sequencer costs nothing.
 
 use std::collections::{HashMap, HashSet};
 
@@ -48,6 +60,45 @@ pub struct Segment {
     pub stripes: Vec<Stripe>,
 }
 
+/// How many addresses one layout reserves for its active sequencer:
+/// `Grants::bound = Grants::start + GRANTS_RESERVED`. A sequencer that dies
+/// costs a jump of at most this much (a void range, free to skip); 2^40
+/// addresses last 12 days at a million appends a second, and every
+/// reconfiguration reserves them anew.
+pub const GRANTS_RESERVED: Address = 1 << 40;
+
+/// The addresses the active sequencer of an epoch may grant: `[start,
+/// bound)`. Every address a sequencer of an earlier epoch granted is below
+/// `start` (see the module docs), so no address is granted twice.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grants {
+    /// The first address the epoch's sequencer grants (its bootstrap's
+    /// next address).
+    pub start: Address,
+    /// The sequencer grants nothing at or above this address.
+    pub bound: Address,
+}
+
+impl Grants {
+    /// `[start, start + GRANTS_RESERVED)` (saturating).
+    pub fn from(start: Address) -> Grants {
+        Grants {
+            start,
+            bound: start.saturating_add(GRANTS_RESERVED),
+        }
+    }
+}
+
+/// Addresses `[start, end)` that hold nothing and never will: reads answer
+/// junk without I/O, range reads skip them, writes there are refused.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Void {
+    /// The first void address.
+    pub start: Address,
+    /// One past the last void address.
+    pub end: Address,
+}
+
 /// The configuration of the cluster in one epoch.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -61,6 +112,10 @@ pub struct Layout {
     pub sequencers: Vec<NodeAddr>,
     /// Segments in address order.
     pub segments: Vec<Segment>,
+    /// What this epoch's active sequencer may grant.
+    pub grants: Grants,
+    /// Void address ranges, sorted and disjoint (see [`Void`]).
+    pub voids: Vec<Void>,
 }
 
 /// A layout that breaks one of the rules of [`Layout::validate`] or
@@ -203,6 +258,33 @@ pub enum LayoutError {
         /// The next layout's epoch.
         next: Epoch,
     },
+    /// The grant range is empty or reversed.
+    #[error("the sequencer's grant range [{start}, {bound}) is empty")]
+    EmptyGrants {
+        /// Its start.
+        start: Address,
+        /// Its bound.
+        bound: Address,
+    },
+    /// A void range is empty, or not above the previous one.
+    #[error("void range {index} [{start}, {end}) is empty or not above the previous one")]
+    BadVoid {
+        /// Index of the range.
+        index: usize,
+        /// Its start.
+        start: Address,
+        /// Its end.
+        end: Address,
+    },
+    /// A successor's grants start below the current ones: addresses could
+    /// be granted twice.
+    #[error("the next layout's grants start at {next}, below the current start {current}")]
+    GrantsBackwards {
+        /// This layout's grant start.
+        current: Address,
+        /// The next layout's grant start.
+        next: Address,
+    },
     /// A new segment would start below the open segment's start, which
     /// would move addresses that may already be written.
     #[error("a new segment cannot start at {start}, below the open segment's start {open_start}")]
@@ -215,6 +297,57 @@ pub enum LayoutError {
 }
 
 impl Layout {
+    /// Whether `address` lies in a void range (see [`Void`]).
+    pub fn is_void(&self, address: Address) -> bool {
+        self.void_end(address).is_some()
+    }
+
+    /// The end of the void range holding `address`, if one does.
+    pub fn void_end(&self, address: Address) -> Option<Address> {
+        let after = self.voids.partition_point(|v| v.start <= address);
+        let void = self.voids.get(after.checked_sub(1)?)?;
+        (address < void.end).then_some(void.end)
+    }
+
+    /// The parts of `[from, to)` outside every void range, in order.
+    pub fn unvoided(&self, from: Address, to: Address) -> Vec<(Address, Address)> {
+        let mut out = Vec::new();
+        let mut cursor = from;
+        let first = self.voids.partition_point(|v| v.end <= from);
+        for void in &self.voids[first..] {
+            if cursor >= to || void.start >= to {
+                break;
+            }
+            if void.start > cursor {
+                out.push((cursor, void.start));
+            }
+            cursor = cursor.max(void.end);
+        }
+        if cursor < to {
+            out.push((cursor, to));
+        }
+        out
+    }
+
+    /// Declares `[start, end)` void (nothing if empty), merging with
+    /// adjacent or overlapping void ranges.
+    pub fn add_void(&mut self, start: Address, end: Address) {
+        if end <= start {
+            return;
+        }
+        let mut voids = std::mem::take(&mut self.voids);
+        voids.push(Void { start, end });
+        voids.sort_by_key(|v| v.start);
+        let mut merged: Vec<Void> = Vec::with_capacity(voids.len());
+        for v in voids {
+            match merged.last_mut() {
+                Some(last) if v.start <= last.end => last.end = last.end.max(v.end),
+                _ => merged.push(v),
+            }
+        }
+        self.voids = merged;
+    }
+
     /// The segment that holds `address`, if any (none below the first
     /// segment, that is below the trim point, or in an invalid layout).
     pub fn segment_of(&self, address: Address) -> Option<&Segment> {
@@ -358,6 +491,23 @@ impl Layout {
         // majority.
         no_duplicates("layout_servers", &self.layout_servers)?;
         no_duplicates("sequencers", &self.sequencers)?;
+        if self.grants.bound <= self.grants.start {
+            return Err(LayoutError::EmptyGrants {
+                start: self.grants.start,
+                bound: self.grants.bound,
+            });
+        }
+        let mut previous_end = None;
+        for (index, void) in self.voids.iter().enumerate() {
+            if void.end <= void.start || previous_end.is_some_and(|end| void.start <= end) {
+                return Err(LayoutError::BadVoid {
+                    index,
+                    start: void.start,
+                    end: void.end,
+                });
+            }
+            previous_end = Some(void.end);
+        }
         self.validate_segments()?;
         self.validate_nodes()
     }
@@ -492,6 +642,12 @@ impl Layout {
                 next: next.epoch,
             });
         }
+        if next.grants.start < self.grants.start {
+            return Err(LayoutError::GrantsBackwards {
+                current: self.grants.start,
+                next: next.grants.start,
+            });
+        }
         next.validate()
     }
 }
@@ -566,6 +722,8 @@ mod tests {
                     stripes: vec![stripe(&[1]), stripe(&[2]), stripe(&[3])],
                 },
             ],
+            grants: crate::layout::Grants::from(0),
+            voids: vec![],
         }
     }
 

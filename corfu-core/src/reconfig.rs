@@ -53,8 +53,9 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
-use crate::layout::{Layout, LayoutError, NodeAddr, Stripe};
+use crate::layout::{Grants, Layout, LayoutError, NodeAddr, Stripe};
 use crate::layout_service::proposer::{fetch_layout, ProposeError, Proposer};
+use crate::sequencer::lease;
 use crate::state_transfer::{
     parts_to_transfer, ChainPart, StateTransfer, TransferError, TransferReport,
 };
@@ -453,9 +454,28 @@ impl Reconfigurer {
         self
     }
 
-    /// The highest committed layout.
+    /// The highest committed layout. Fails if the engine's layout servers
+    /// (a client config's list) name a server the layout does not list:
+    /// the config belongs to another cluster or is out of date.
     pub async fn current(&self) -> Result<Layout, ReconfigError> {
-        Ok(fetch_layout(&self.endpoint, &self.layout_servers).await?)
+        let layout = fetch_layout(&self.endpoint, &self.layout_servers).await?;
+        if let Some(stray) = self
+            .layout_servers
+            .iter()
+            .find(|a| !layout.layout_servers.iter().any(|n| &n.addr == *a))
+        {
+            return Err(ReconfigError::Invalid(format!(
+                "the configuration names layout server {stray}, which the layout of epoch {} does not list ({}); fix the cluster config",
+                layout.epoch,
+                layout
+                    .layout_servers
+                    .iter()
+                    .map(|n| format!("{}@{}", n.node_id, n.addr))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        Ok(layout)
     }
 
     /// Seals the current epoch, decides the next layout for `change`, and
@@ -634,14 +654,15 @@ impl Reconfigurer {
         for attempt in 0..ATTEMPTS_MAX {
             let current = self.current().await?;
             if step.done_in(&current, attempt)? {
-                // Someone made the change already: make sure the sequencer
-                // of that layout serves (idempotent).
-                let tails = self.seal(&current, current.epoch, None).await?;
-                let (next, stream_tails) = merge_tails(&tails);
-                self.bootstrap(&current, next, stream_tails).await?;
+                // Someone made the change already. Its engine bootstraps the
+                // sequencer; a bootstrap from here could not be told apart
+                // from one after a restart of the sequencer, which may have
+                // granted addresses in that epoch (see the sequencer's
+                // rules), so a sequencer left unbootstrapped waits for the
+                // next reconfiguration.
                 return Ok(Reconfigured {
-                    layout: current,
-                    tail: next,
+                    layout: current.clone(),
+                    tail: current.grants.start,
                     won: false,
                     elapsed: started.elapsed(),
                     added: None,
@@ -677,26 +698,83 @@ impl Reconfigurer {
                 Step::Change(Change::RemoveNode(node)) => Some(node.as_str()),
                 _ => None,
             };
-            let tails = self.seal(&current, epoch, excused).await?;
-            let (tail, stream_tails) = merge_tails(&tails);
+            let sealed = self.seal(&current, epoch, excused).await?;
+            let (tail, stream_tails) = merge_tails(&sealed.tails);
             let tail = tail.max(floor);
-            let proposal = match step {
+            let mut proposal = match step {
                 Step::Change(change) => plan(&current, change, tail)?,
                 Step::Join { node, parts } => plan_join(&current, node, parts)?,
             };
-            // Unique per engine and attempt: Paxos needs distinct proposer ids.
+            // Where the next sequencer starts: above everything the sealed
+            // one granted if it told us how far it got, else at the bound
+            // it could never pass. Addresses between the tail and there
+            // were never written (the units are sealed) and never will be.
+            let old_active = current.active_sequencer().map(|s| s.node_id.as_str());
+            let known_next = old_active
+                .and_then(|id| sealed.sequencers.get(id))
+                .and_then(|answer| answer.served)
+                .filter(|(served, _)| *served == current.epoch)
+                .map(|(_, next)| next);
+            let old_silent = old_active.is_none_or(|id| !sealed.sequencers.contains_key(id));
+            let start = tail.max(known_next.unwrap_or(current.grants.bound));
+            proposal.add_void(tail, start);
+            proposal.grants = Grants::from(start);
+            current.validate_successor(&proposal)?;
+            let active = proposal.active_sequencer().cloned().ok_or_else(|| {
+                ReconfigError::Invalid("the new layout names no sequencer".into())
+            })?;
+            let Some(incarnation) = sealed
+                .sequencers
+                .get(&active.node_id)
+                .map(|a| a.incarnation)
+            else {
+                // Deciding a layout whose sequencer cannot be bootstrapped
+                // would stall every client until the next reconfiguration.
+                return Err(ReconfigError::SealFailed {
+                    node: active.node_id.clone(),
+                    epoch,
+                    reason: "its sequencer did not answer the seal".into(),
+                });
+            };
+            // Unique per engine and attempt: Paxos needs distinct proposer
+            // ids. The acceptors of epoch `e` decide `e + 1`: majorities are
+            // counted over the servers the committed layout names, never
+            // over a client config's list (a subset would give majorities
+            // that do not intersect).
             let proposer = Proposer::new(
                 self.endpoint.clone(),
-                self.layout_servers.clone(),
+                current
+                    .layout_servers
+                    .iter()
+                    .map(|n| n.addr.clone())
+                    .collect(),
                 rand::random(),
             );
-            match proposer.propose(proposal.clone()).await {
-                Ok(decided) if decided == proposal => {
-                    self.bootstrap(&decided, tail, stream_tails).await?;
+            match proposer.decide(proposal.clone()).await {
+                Ok(decided) if decided.layout == proposal && decided.ours => {
+                    if old_silent {
+                        // The old sequencer may still be serving tails to
+                        // clients of the old epoch until its lease runs out;
+                        // nothing of the new epoch may be acknowledged
+                        // before that (see `sequencer::lease`).
+                        let until = decided.promised_at + lease::reconfiguration_wait();
+                        tokio::time::sleep_until(until.into()).await;
+                    }
+                    self.bootstrap(&proposal, incarnation, stream_tails).await?;
                     return Ok(Reconfigured {
-                        layout: decided,
-                        tail,
+                        layout: proposal,
+                        tail: start,
                         won: true,
+                        elapsed: started.elapsed(),
+                        added: None,
+                    });
+                }
+                // Another engine decided this very layout: it bootstraps.
+                Ok(decided) if decided.layout == proposal => {
+                    return Ok(Reconfigured {
+                        layout: proposal,
+                        tail: start,
+                        won: false,
                         elapsed: started.elapsed(),
                         added: None,
                     });
@@ -745,13 +823,13 @@ impl Reconfigurer {
 
     /// Seals every log unit of `layout` at `epoch` (all must acknowledge,
     /// except `excused`) and, best effort, its sequencers; returns the
-    /// units' tails.
+    /// units' tails and the answers of the sequencers that answered.
     async fn seal(
         &self,
         layout: &Layout,
         epoch: Epoch,
         excused: Option<&str>,
-    ) -> Result<Vec<Tails>, ReconfigError> {
+    ) -> Result<Sealed, ReconfigError> {
         let mut units = layout.all_log_units();
         // A node being removed is sealed too, but not waited for: it is
         // usually dead, and what only it holds was never acknowledged.
@@ -768,32 +846,47 @@ impl Reconfigurer {
             });
         }
         let seals = units.iter().map(|unit| self.seal_unit(unit, epoch));
-        let sequencers = layout
-            .sequencers
-            .iter()
-            .filter(|s| Some(s.node_id.as_str()) != excused)
-            .map(|s| async move {
-                let answer = self
-                    .endpoint
-                    .peer(&s.addr)
-                    .call_timeout(
-                        epoch,
-                        Request::Sequencer(SequencerRequest::Seal { epoch }),
-                        self.seal_timeout,
-                    )
-                    .await;
-                if !matches!(answer, Ok(Response::Sequencer(SequencerResponse::Done))) {
+        let sequencers = layout.sequencers.iter().map(|s| async move {
+            let request = Request::Sequencer(SequencerRequest::Seal { epoch });
+            let peer = self.endpoint.peer(&s.addr);
+            if Some(s.node_id.as_str()) == excused {
+                // Fenced if alive, but counted as silent: it is going.
+                tokio::spawn(async move {
+                    let _ = peer.call_timeout(epoch, request, SEAL_TIMEOUT_GONE).await;
+                });
+                return None;
+            }
+            match peer.call_timeout(epoch, request, self.seal_timeout).await {
+                Ok(Response::Sequencer(SequencerResponse::Sealed {
+                    incarnation,
+                    served,
+                })) => Some((
+                    s.node_id.clone(),
+                    SequencerSeal {
+                        incarnation,
+                        served,
+                    },
+                )),
+                answer => {
                     tracing::info!(sequencer = %s.node_id, ?answer, "sequencer not sealed");
+                    None
                 }
-            });
-        let (answers, _) = tokio::join!(join_all(seals), join_all(sequencers));
-        answers.into_iter().collect()
+            }
+        });
+        let (answers, sequencers) = tokio::join!(join_all(seals), join_all(sequencers));
+        Ok(Sealed {
+            tails: answers.into_iter().collect::<Result<_, _>>()?,
+            sequencers: sequencers.into_iter().flatten().collect(),
+        })
     }
 
+    /// Bootstraps the active sequencer of `layout` (which this engine
+    /// decided) at its grant range, as the incarnation that answered the
+    /// seal.
     async fn bootstrap(
         &self,
         layout: &Layout,
-        next: Address,
+        incarnation: u64,
         stream_tails: Vec<(StreamId, Address)>,
     ) -> Result<(), ReconfigError> {
         let failed = |node: &str, reason: String| ReconfigError::Bootstrap {
@@ -806,8 +899,15 @@ impl Reconfigurer {
             .ok_or_else(|| failed("(none)", "the layout names no sequencer".into()))?;
         let request = Request::Sequencer(SequencerRequest::Bootstrap {
             epoch: layout.epoch,
-            next,
+            incarnation,
+            next: layout.grants.start,
+            bound: layout.grants.bound,
             stream_tails,
+            layout_servers: layout
+                .layout_servers
+                .iter()
+                .map(|n| n.addr.clone())
+                .collect(),
         });
         match self
             .endpoint
@@ -816,10 +916,33 @@ impl Reconfigurer {
             .await
         {
             Ok(Response::Sequencer(SequencerResponse::Done)) => Ok(()),
+            // A later reconfiguration sealed it already: the layout moved on
+            // (this one's change is in force under it), and that
+            // reconfiguration bootstraps its own epoch.
+            Ok(Response::WrongEpoch { current }) if current > layout.epoch => Ok(()),
             Ok(other) => Err(failed(&sequencer.node_id, format!("it answered {other:?}"))),
             Err(e) => Err(failed(&sequencer.node_id, e.to_string())),
         }
     }
+}
+
+/// How long a seal of a sequencer being removed is waited for (in the
+/// background: nobody waits for it).
+const SEAL_TIMEOUT_GONE: Duration = Duration::from_millis(500);
+
+/// What a sequencer answered to a seal.
+#[derive(Debug, Clone, Copy)]
+struct SequencerSeal {
+    incarnation: u64,
+    served: Option<(Epoch, Address)>,
+}
+
+/// What sealing one epoch's nodes returned.
+struct Sealed {
+    /// The log units' tails.
+    tails: Vec<Tails>,
+    /// By node id, the sequencers that answered.
+    sequencers: std::collections::HashMap<String, SequencerSeal>,
 }
 
 #[cfg(test)]
@@ -848,6 +971,8 @@ mod tests {
                     chain: vec![node(1), node(2), node(3)],
                 }],
             }],
+            grants: crate::layout::Grants::from(0),
+            voids: vec![],
         }
     }
 

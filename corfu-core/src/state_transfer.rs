@@ -110,12 +110,20 @@ impl ChainPart {
     }
 
     /// The part's addresses from `from` on (from must be one of them or the
-    /// first), at most `max`.
-    fn batch(&self, from: Address, max: usize) -> Vec<Address> {
-        (from..self.segment_end)
-            .step_by(self.stripes)
-            .take(max)
-            .collect()
+    /// first), at most `max`, without those `layout` declares void (never
+    /// written; a void can span 2^40 addresses).
+    fn batch(&self, layout: &Layout, from: Address, max: usize) -> Vec<Address> {
+        let k = self.stripes as u64;
+        let mut out = Vec::new();
+        for (start, end) in layout.unvoided(from, self.segment_end) {
+            // The first address of the stripe at or after `start`.
+            let first = start + (self.stripe as u64 + k - start % k) % k;
+            out.extend((first..end).step_by(self.stripes).take(max - out.len()));
+            if out.len() >= max {
+                break;
+            }
+        }
+        out
     }
 
     /// The segment of `layout` this part belongs to, if it is unchanged.
@@ -315,7 +323,7 @@ impl StateTransfer {
         for part in parts {
             let mut from = part.first();
             while from < part.segment_end {
-                let batch = part.batch(from, TRANSFER_BATCH_ADDRESSES_MAX);
+                let batch = part.batch(&layout, from, TRANSFER_BATCH_ADDRESSES_MAX);
                 let Some(&last) = batch.last() else { break };
                 let done = self.batch(&mut layout, part, &batch).await?;
                 report.add(&done);
@@ -711,6 +719,8 @@ mod tests {
             layout_servers: vec![node(1)],
             sequencers: vec![node(1)],
             segments,
+            grants: crate::layout::Grants::from(0),
+            voids: vec![],
         }
     }
 
@@ -723,12 +733,20 @@ mod tests {
             stripe: 1,
         };
         // 10 % 3 = 1: 10, 13, 16, 19.
+        let l = layout(vec![segment(0, None, vec![stripe(&[1])])]);
         assert_eq!(part.first(), 10);
         assert_eq!(part.len(), 4);
-        assert_eq!(part.batch(10, 100), vec![10, 13, 16, 19]);
-        assert_eq!(part.batch(13, 2), vec![13, 16]);
+        assert_eq!(part.batch(&l, 10, 100), vec![10, 13, 16, 19]);
+        assert_eq!(part.batch(&l, 13, 2), vec![13, 16]);
+        // Void addresses are skipped, however many.
+        let mut voided = l.clone();
+        voided.add_void(11, 17);
+        assert_eq!(part.batch(&voided, 10, 100), vec![10, 19]);
+        let mut huge = l.clone();
+        huge.add_void(11, u64::MAX - 1);
+        assert_eq!(part.batch(&huge, 10, 100), vec![10]);
         let part = ChainPart { stripe: 0, ..part };
-        assert_eq!(part.batch(part.first(), 100), vec![12, 15, 18]);
+        assert_eq!(part.batch(&l, part.first(), 100), vec![12, 15, 18]);
         assert_eq!(part.len(), 3);
         let whole = ChainPart {
             segment_start: 0,

@@ -62,6 +62,15 @@ pub trait SharedLog: Send + Sync + 'static {
         from: Address,
         to: Address,
     ) -> Result<Vec<(Address, Vec<u8>)>, ClientError>;
+
+    /// If `address` lies in a range the log declares void (never written,
+    /// never to be: after a sequencer failover, see
+    /// [`corfu_core::layout::Void`]), the end of that range. Playback
+    /// steps over voids at once instead of reading them range by range
+    /// (one can span 2^40 addresses). No I/O.
+    fn void_end(&self, _address: Address) -> Option<Address> {
+        None
+    }
 }
 
 #[async_trait]
@@ -98,5 +107,9 @@ impl SharedLog for LogClient {
             .into_iter()
             .map(|(address, entry)| (address, entry.payload))
             .collect())
+    }
+
+    fn void_end(&self, address: Address) -> Option<Address> {
+        self.layout().void_end(address)
     }
 }

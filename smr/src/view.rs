@@ -205,6 +205,11 @@ impl<T: StateMachine> View<T> {
             if next >= target {
                 return Ok(());
             }
+            if let Some(end) = log.void_end(next) {
+                // Nothing was ever written there: step over it at once.
+                self.apply_batch(next, end.min(target), Vec::new())?;
+                continue;
+            }
             let to = target.min(next.saturating_add(self.batch_addresses));
             let entries = log
                 .read_stream(self.stream, next, to)
@@ -352,6 +357,10 @@ impl<T: StateMachine> View<T> {
             return Ok(state);
         }
         while from < at {
+            if let Some(end) = log.void_end(from) {
+                from = end.min(at);
+                continue;
+            }
             let to = at.min(from.saturating_add(self.batch_addresses));
             let entries = log
                 .read_stream(self.stream, from, to)

@@ -118,13 +118,24 @@ pub async fn run(cfg: &SequencerBenchConfig) -> anyhow::Result<SequencerReport> 
         node.cluster_id(),
     )?;
     let peer = client.peer(&node.local_addr().to_string());
+    // A sequencer is bootstrapped by the incarnation that answered its seal.
+    let sealed = peer
+        .call(1, Request::Sequencer(SequencerRequest::Seal { epoch: 1 }))
+        .await?;
+    let Response::Sequencer(SequencerResponse::Sealed { incarnation, .. }) = sealed else {
+        anyhow::bail!("seal answered {sealed:?}");
+    };
     let boot = peer
         .call(
             1,
             Request::Sequencer(SequencerRequest::Bootstrap {
                 epoch: 1,
+                incarnation,
                 next: 0,
+                bound: u64::MAX,
                 stream_tails: vec![],
+                // No lease: the benchmark's sequencer is alone.
+                layout_servers: vec![],
             }),
         )
         .await?;

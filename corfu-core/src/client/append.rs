@@ -498,6 +498,12 @@ impl Inner {
             }
             let mut by_chain: HashMap<ChainKey, Vec<Placed>> = HashMap::new();
             for p in ready {
+                if routes.layout.is_void(p.write.address) {
+                    // A grant of a replaced sequencer: the address will
+                    // never hold anything; take a new token.
+                    out.push((p.job, p.write.address, Ok(false)));
+                    continue;
+                }
                 match routes.chain(p.write.address) {
                     Ok((key, _)) => by_chain.entry(key).or_default().push(p),
                     Err(e) => out.push((p.job, p.write.address, Err(e))),
@@ -551,6 +557,9 @@ impl Inner {
 
     /// True if the head of `write`'s chain holds exactly this entry.
     async fn head_holds(&self, routes: &Routes, write: &AddressedEntry) -> Result<bool, Attempt> {
+        if routes.layout.is_void(write.address) {
+            return Ok(false);
+        }
         let (_, chain) = routes.chain(write.address)?;
         let head = &chain[0];
         let request = LogUnitRequest::Read {

@@ -402,7 +402,13 @@ impl Inner {
         addresses: &[Address],
     ) -> Result<Vec<(Address, ReadOutcome)>, Attempt> {
         let mut groups: Vec<(ChainKey, Vec<Address>)> = Vec::new();
+        let mut out = Vec::with_capacity(addresses.len());
         for &address in addresses {
+            if routes.layout.is_void(address) {
+                // Never written and never will be: junk, without asking.
+                out.push((address, ReadOutcome::Junk));
+                continue;
+            }
             let (key, _) = routes.chain(address)?;
             match groups.iter_mut().find(|(k, _)| *k == key) {
                 Some((_, group)) => group.push(address),
@@ -415,11 +421,11 @@ impl Inner {
                 .expect("chains are not empty");
             self.read_group(routes, peer, group)
         });
-        let mut out = Vec::with_capacity(addresses.len());
+        let voids = out.len();
         for part in futures_util::future::join_all(reads).await {
             out.extend(part?);
         }
-        if groups.len() > 1 {
+        if groups.len() > 1 || voids > 0 {
             out.sort_by_key(|(address, _)| *address);
         }
         Ok(out)
@@ -589,6 +595,9 @@ impl Inner {
     }
 
     async fn fill_once(&self, routes: &Routes, address: Address) -> Result<ReadOutcome, Attempt> {
+        if routes.layout.is_void(address) {
+            return Ok(ReadOutcome::Junk);
+        }
         let (_, chain) = routes.chain(address)?;
         let head = &chain[0];
         let at_head = match self
@@ -842,7 +851,10 @@ impl LogClient {
     }
 
     /// Reads every address in `[from, to)`, in order, as [`LogClient::read`]
-    /// would (holes below the tail resolved by the policy).
+    /// would (holes below the tail resolved by the policy). Addresses the
+    /// layout declares void (never written, see [`crate::layout::Void`])
+    /// are left out of the answer: after a sequencer failover they can be
+    /// many.
     pub async fn read_range(
         &self,
         from: Address,
@@ -853,7 +865,20 @@ impl LogClient {
                 "range [{from}, {to}) is reversed"
             )));
         }
-        let addresses: Vec<Address> = (from..to).collect();
+        let mut layout = self.layout();
+        if to > layout.grants.bound {
+            // Granted by a later epoch's sequencer, past a void this layout
+            // may not know yet (too large to read address by address).
+            // Smaller voids of a newer layout are found by the reads
+            // themselves: the units fence this epoch, and the refreshed
+            // layout answers junk for them.
+            layout = self.refresh_layout().await?;
+        }
+        let addresses: Vec<Address> = layout
+            .unvoided(from, to)
+            .into_iter()
+            .flat_map(|(a, b)| a..b)
+            .collect();
         self.inner.read_addresses(&addresses).await
     }
 

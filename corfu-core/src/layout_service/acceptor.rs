@@ -114,6 +114,19 @@ impl Acceptor {
                 LayoutResponse::Layout(self.committed.clone().map(Box::new)),
                 false,
             ),
+            LayoutRequest::Epochs => {
+                let committed = self.committed_epoch().unwrap_or(0);
+                let seen = [
+                    Some(committed),
+                    self.promised.keys().next_back().copied(),
+                    self.accepted.keys().next_back().copied(),
+                ]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(0);
+                Self::answer(LayoutResponse::Epochs { committed, seen }, false)
+            }
             LayoutRequest::Prepare { epoch, rank } => {
                 if let Some(done) = self.already_committed(epoch) {
                     return done;
@@ -226,6 +239,8 @@ mod tests {
                     chain: vec![node("a", 1)],
                 }],
             }],
+            grants: crate::layout::Grants::from(0),
+            voids: vec![],
         }
     }
 

@@ -136,6 +136,8 @@ fn layouts() -> &'static [Layout] {
                         chain: vec![node("lu0".to_string(), 9000)],
                     }],
                 }],
+                grants: crate::layout::Grants::from(0),
+                voids: vec![],
             })
             .collect()
     })

@@ -10,7 +10,7 @@
 //! that already committed the epoch ends the round with that layout, which
 //! makes bootstrap idempotent: running it twice changes nothing.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -60,6 +60,20 @@ pub enum ProposeError {
     /// No layout server could be reached, or none holds a layout.
     #[error("layout service: {0}")]
     Unavailable(String),
+}
+
+/// How a layout was decided (see [`Proposer::decide`]).
+#[derive(Debug, Clone)]
+pub struct Decision {
+    /// The chosen layout.
+    pub layout: Layout,
+    /// Whether this proposer's own phase 2 got it accepted by a majority
+    /// (rather than learning a decision another proposer had committed).
+    /// Only such a proposer's seals are known to precede the decision.
+    pub ours: bool,
+    /// When phase 1 of the deciding round had a majority of promises (for
+    /// `ours`): every acceptor of that majority had seen the epoch by then.
+    pub promised_at: Instant,
 }
 
 /// Proposes layouts to a set of layout servers.
@@ -152,6 +166,11 @@ impl Proposer {
     /// got accepted first. Returns the chosen layout after committing it to
     /// every reachable server.
     pub async fn propose(&self, layout: Layout) -> Result<Layout, ProposeError> {
+        Ok(self.decide(layout).await?.layout)
+    }
+
+    /// [`propose`](Self::propose), saying whether this proposer decided.
+    pub async fn decide(&self, layout: Layout) -> Result<Decision, ProposeError> {
         layout.validate()?;
         let epoch = layout.epoch;
         let majority = self.majority();
@@ -190,7 +209,7 @@ impl Proposer {
                         answered += 1;
                         number = number.max(p.number + 1);
                     }
-                    Reply::Committed(l) => return self.finish_committed(epoch, l.clone()).await,
+                    Reply::Committed(l) => return self.learnt(epoch, l.clone()).await,
                     Reply::Accepted | Reply::Done => answered += 1,
                     Reply::Failed(_) => {}
                 }
@@ -201,6 +220,7 @@ impl Proposer {
                 }
                 return Err(self.no_majority(&replies, answered));
             }
+            let promised_at = Instant::now();
             let value = match adopted {
                 Some((_, l)) => *l,
                 None => layout.clone(),
@@ -230,20 +250,33 @@ impl Proposer {
                         answered += 1;
                         number = number.max(p.number + 1);
                     }
-                    Reply::Committed(l) => return self.finish_committed(epoch, l.clone()).await,
+                    Reply::Committed(l) => return self.learnt(epoch, l.clone()).await,
                     Reply::Promise(_) | Reply::Done => answered += 1,
                     Reply::Failed(_) => {}
                 }
             }
             if accepts >= majority {
                 self.commit(&value).await;
-                return Ok(value);
+                return Ok(Decision {
+                    layout: value,
+                    ours: true,
+                    promised_at,
+                });
             }
             if answered < majority {
                 return Err(self.no_majority(&replies, answered));
             }
         }
         Err(ProposeError::Contended(ROUNDS_MAX))
+    }
+
+    async fn learnt(&self, epoch: Epoch, committed: Box<Layout>) -> Result<Decision, ProposeError> {
+        let layout = self.finish_committed(epoch, committed).await?;
+        Ok(Decision {
+            layout,
+            ours: false,
+            promised_at: Instant::now(),
+        })
     }
 
     async fn finish_committed(

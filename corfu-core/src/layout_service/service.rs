@@ -108,8 +108,8 @@ impl Service for LayoutServerService {
     #[allow(clippy::result_large_err)]
     fn handle_now(&self, _header: &Header, body: Request) -> Result<Response, Request> {
         match body {
-            Request::Layout(LayoutRequest::GetLayout) => {
-                Ok(self.inner.lock().handle(LayoutRequest::GetLayout).response)
+            Request::Layout(request @ (LayoutRequest::GetLayout | LayoutRequest::Epochs)) => {
+                Ok(self.inner.lock().handle(request).response)
             }
             other => Err(other),
         }

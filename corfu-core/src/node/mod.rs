@@ -242,7 +242,19 @@ pub async fn start(config: NodeConfig) -> Result<RunningNode, NodeError> {
     let cluster_id = resolve_cluster_id(&data_dir, config.cluster_id)?;
     let node_tls = NodeTls::prepare(&config.tls, &data_dir, &config.node_id, config.listen.ip())?;
     let crypto = tls::server_crypto(&node_tls)?;
-    let roles = start_roles(&config, &data_dir).await?;
+    // The sequencer renews its lease with the layout servers over an
+    // endpoint of its own, presenting the node's certificate.
+    let lease_endpoint = if config.roles.contains(&Role::Sequencer) {
+        let crypto = tls::client_crypto(&node_tls.ca, Some(&node_tls.identity))?;
+        Some(transport::ClientEndpoint::new(
+            crypto,
+            config.transport.clone(),
+            cluster_id,
+        )?)
+    } else {
+        None
+    };
+    let roles = start_roles(&config, &data_dir, lease_endpoint).await?;
     let reset_key = load_or_create_secret(&data_dir.join("reset_key"))?;
     let endpoint = transport::bind_server_with_reset_key(
         config.listen,
@@ -334,6 +346,7 @@ fn start_detector(
 async fn start_roles(
     config: &NodeConfig,
     data_dir: &Path,
+    lease_endpoint: Option<transport::ClientEndpoint>,
 ) -> Result<HashMap<Role, Arc<dyn Service>>, NodeError> {
     let mut roles: HashMap<Role, Arc<dyn Service>> = HashMap::new();
     if config.roles.contains(&Role::LogUnit) {
@@ -377,7 +390,11 @@ async fn start_roles(
         // `Bootstrap` (cluster creation, or a reconfiguration with the
         // tails the sealed log units reported) tells it where the log is.
         let core = Sequencer::awaiting_bootstrap(config.sequencer.clone());
-        roles.insert(Role::Sequencer, Arc::new(SequencerService::new(core)));
+        let service = match lease_endpoint {
+            Some(endpoint) => SequencerService::leased(core, endpoint),
+            None => Arc::new(SequencerService::new(core)),
+        };
+        roles.insert(Role::Sequencer, service);
     }
     Ok(roles)
 }

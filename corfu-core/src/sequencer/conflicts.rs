@@ -114,11 +114,6 @@ impl ConflictTable {
         }
     }
 
-    /// Raises the floor to `floor` (never lowers it).
-    pub(crate) fn raise_floor(&mut self, floor: Address) {
-        self.floor = self.floor.max(floor);
-    }
-
     /// Forgets every key and sets the floor to `floor` (bootstrap: nothing
     /// below it is known).
     pub(crate) fn reset(&mut self, floor: Address) {

@@ -30,34 +30,39 @@
 //!   `stream_addresses_max`: the caller continues from the last address
 //!   plus 1.
 //! - **Epochs** (CORFU §3.4). A request whose epoch is below the
-//!   sequencer's gets `WrongEpoch`. `Seal(e)` with `e` above the current
-//!   epoch moves to `e` and stops serving tokens, tails and addresses
-//!   until `Bootstrap(e')` with `e' >= e` (CorfuDB's sequencer is "not
-//!   ready" the same way): between the seal and the bootstrap its state
-//!   may miss what another sequencer granted, and granting from it could
-//!   commit a transaction that conflicts. Sealing at the current epoch
-//!   again changes nothing, so a late seal from a racing reconfiguration
-//!   cannot stop a bootstrapped sequencer.
-//! - **Bootstrap** (after a reconfiguration) restarts from the tails the
-//!   sealed log units reported: `next`, each stream's tail, and the floor
-//!   `next`, so every transaction whose snapshot precedes the failover
-//!   aborts and retries; the conflict table is emptied. The per-stream
-//!   address index then knows only the recovered tails: `StreamAddresses`
-//!   below the bootstrap's `next` is incomplete (the answer says from where
-//!   it is complete: `complete_from`) and readers fall back to backpointers
-//!   there. One exception keeps grants unique: if this
-//!   sequencer already granted tokens in the bootstrap's epoch (or a later
-//!   one), writes from those grants may be in the log beyond the reported
-//!   tails, so it keeps its state and only raises `next`, the tails and
-//!   the floor to the bootstrap's (like CorfuDB's bootstrap "without tails
-//!   update" when the primary stays the same).
-//! - **Start.** [`Sequencer::new`] serves at once from address 0 at epoch 0
-//!   (and any higher request epoch): right only for a brand-new, empty log.
-//!   A sequencer that restarts in a running cluster has lost its soft
-//!   state and must start with [`Sequencer::awaiting_bootstrap`].
+//!   sequencer's gets `WrongEpoch`; one above it an `Unavailable` error
+//!   (the sequencer was not bootstrapped into that epoch, so it may not
+//!   know what the epoch's sequencer granted). `Seal(e)` with `e` above
+//!   the current epoch moves to `e` and stops serving tokens, tails and
+//!   addresses until a `Bootstrap` at `e` (CorfuDB's sequencer is "not
+//!   ready" the same way). Sealing at the current epoch again changes
+//!   nothing. The answer to a seal names the sequencer's incarnation
+//!   (random per process start) and how far it got: the epoch it last
+//!   served and its next address then, which bounds everything it ever
+//!   granted in that epoch.
+//! - **Grants never go backwards** (see [`crate::layout`]). A bootstrap
+//!   sets `next` to the layout's grant start, which lies above everything
+//!   any earlier sequencer granted, and grants stop at the layout's bound.
+//!   It is accepted only from the seal it follows: the incarnation must be
+//!   the one that answered that seal, sealed at the bootstrap's epoch and
+//!   not bootstrapped at it yet (a repeat is a no-op). A sequencer that
+//!   restarted may have granted in the epoch before it lost its state, so
+//!   it serves again only after a new reconfiguration.
+//! - **Bootstrap** restarts from the tails the sealed log units reported:
+//!   each stream's tail, and the floor `next`, so every transaction whose
+//!   snapshot precedes the reconfiguration aborts and retries; the
+//!   conflict table is emptied. The per-stream address index then knows
+//!   only the recovered tails: `StreamAddresses` below the bootstrap's
+//!   `next` is incomplete (the answer says from where it is complete:
+//!   `complete_from`) and readers fall back to backpointers there.
+//! - **Start.** [`Sequencer::new`] serves at once from address 0, at
+//!   epoch 0 and any higher request epoch, without bound: right only for a
+//!   brand-new, empty log outside any layout (tests, benchmarks). A
+//!   sequencer of a node starts with [`Sequencer::awaiting_bootstrap`].
 
 mod config;
 mod conflicts;
+pub mod lease;
 mod service;
 
 pub use config::SequencerConfig;
@@ -84,11 +89,20 @@ pub struct Sequencer {
     /// False between a seal that raised the epoch and the next bootstrap:
     /// the state may then miss grants of another sequencer.
     bootstrapped: bool,
-    /// The highest request epoch of any grant: a bootstrap of that epoch
-    /// or a lower one must not forget those grants.
-    granted_epoch_max: Option<Epoch>,
+    /// Serve requests of epochs above `epoch` too: only a sequencer made
+    /// with [`Sequencer::new`], until its first seal.
+    any_epoch: bool,
+    /// Random per instance (per process start of a node): a bootstrap must
+    /// name the incarnation that answered its seal.
+    incarnation: u64,
+    /// The epoch this instance was last bootstrapped at.
+    bootstrapped_at: Option<Epoch>,
+    /// The layout servers of the bootstrap's layout (for the lease).
+    layout_servers: Vec<String>,
     /// The next address to grant.
     next: Address,
+    /// Nothing at or above it is granted (the layout's grant bound).
+    bound: Address,
     /// Per stream, the last address granted to it (or recovered).
     stream_tails: FastMap<StreamId, Address>,
     /// Per stream, every address granted to it since the last bootstrap,
@@ -110,8 +124,12 @@ impl Sequencer {
             config,
             epoch: 0,
             bootstrapped: true,
-            granted_epoch_max: None,
+            any_epoch: true,
+            incarnation: rand::random(),
+            bootstrapped_at: Some(0),
+            layout_servers: Vec::new(),
             next: 0,
+            bound: Address::MAX,
             stream_tails: FastMap::default(),
             stream_index: FastMap::default(),
             index_complete_from: 0,
@@ -124,8 +142,26 @@ impl Sequencer {
     pub fn awaiting_bootstrap(config: SequencerConfig) -> Sequencer {
         Sequencer {
             bootstrapped: false,
+            any_epoch: false,
+            bootstrapped_at: None,
             ..Sequencer::new(config)
         }
+    }
+
+    /// This instance's incarnation (see [`SequencerRequest::Bootstrap`]).
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// The layout servers named by the last bootstrap (empty for
+    /// [`Sequencer::new`]): the acceptors that must confirm the lease.
+    pub fn layout_servers(&self) -> &[String] {
+        &self.layout_servers
+    }
+
+    /// The grant bound in force.
+    pub fn bound(&self) -> Address {
+        self.bound
     }
 
     /// The sealed epoch.
@@ -169,13 +205,29 @@ impl Sequencer {
         if epoch < self.epoch {
             return self.wrong_epoch();
         }
+        let serving = matches!(
+            request,
+            SequencerRequest::Token { .. }
+                | SequencerRequest::Tokens { .. }
+                | SequencerRequest::Tail { .. }
+                | SequencerRequest::StreamAddresses { .. }
+        );
+        if serving && epoch > self.epoch && !self.any_epoch {
+            return Response::error(
+                ServerErrorKind::Unavailable,
+                format!(
+                    "sequencer serves epoch {}, not bootstrapped at epoch {epoch}",
+                    self.epoch
+                ),
+            );
+        }
         match request {
             SequencerRequest::Token {
                 count,
                 streams,
                 condition,
-            } => self.token(epoch, count, &streams, condition.as_ref()),
-            SequencerRequest::Tokens { tokens } => self.tokens(epoch, &tokens),
+            } => self.token(count, &streams, condition.as_ref()),
+            SequencerRequest::Tokens { tokens } => self.tokens(&tokens),
             SequencerRequest::Tail { streams } => self.tail(&streams),
             SequencerRequest::StreamAddresses { stream, from, to } => {
                 self.stream_addresses(stream, from, to)
@@ -183,15 +235,24 @@ impl Sequencer {
             SequencerRequest::Seal { epoch } => self.seal(epoch),
             SequencerRequest::Bootstrap {
                 epoch,
+                incarnation,
                 next,
+                bound,
                 stream_tails,
-            } => self.bootstrap(epoch, next, &stream_tails),
+                layout_servers,
+            } => self.bootstrap(
+                epoch,
+                incarnation,
+                next,
+                bound,
+                &stream_tails,
+                layout_servers,
+            ),
         }
     }
 
     fn token(
         &mut self,
-        epoch: Epoch,
         count: u32,
         streams: &[StreamId],
         condition: Option<&TxnCondition>,
@@ -224,6 +285,16 @@ impl Sequencer {
                 format!("address space exhausted: cannot grant {count} addresses at {start}"),
             );
         };
+        if end > self.bound {
+            return Response::error(
+                ServerErrorKind::Unavailable,
+                format!(
+                    "the addresses reserved for epoch {} end at {}: a reconfiguration \
+                     (`corfu layout seal`) reserves more",
+                    self.epoch, self.bound
+                ),
+            );
+        }
         let last = end - 1;
         if let Some(c) = condition {
             if let Err((key, address)) = self.conflicts.check(c.snapshot, &c.read_set) {
@@ -233,7 +304,6 @@ impl Sequencer {
 
         // Everything is checked: grant.
         self.next = end;
-        self.granted_epoch_max = self.granted_epoch_max.max(Some(epoch));
         let previous = streams
             .iter()
             .map(|&stream| {
@@ -256,7 +326,7 @@ impl Sequencer {
 
     /// A batch of conditional tokens of one address each, judged in order:
     /// each outcome is what a lone conditional `Token` would have answered.
-    fn tokens(&mut self, epoch: Epoch, tokens: &[ConditionalToken]) -> Response {
+    fn tokens(&mut self, tokens: &[ConditionalToken]) -> Response {
         if !self.bootstrapped {
             return self.not_ready();
         }
@@ -269,7 +339,7 @@ impl Sequencer {
         }
         let mut outcomes = Vec::with_capacity(tokens.len());
         for t in tokens {
-            let outcome = match self.token(epoch, 1, &t.streams, Some(&t.condition)) {
+            let outcome = match self.token(1, &t.streams, Some(&t.condition)) {
                 Response::Sequencer(SequencerResponse::Token {
                     start, previous, ..
                 }) => TokenOutcome::Granted {
@@ -339,45 +409,72 @@ impl Sequencer {
         if epoch > self.epoch {
             self.epoch = epoch;
             self.bootstrapped = false;
+            self.any_epoch = false;
         }
-        Response::Sequencer(SequencerResponse::Done)
+        Response::Sequencer(SequencerResponse::Sealed {
+            incarnation: self.incarnation,
+            served: self.bootstrapped_at.map(|e| (e, self.next)),
+        })
     }
 
     fn bootstrap(
         &mut self,
         epoch: Epoch,
+        incarnation: u64,
         next: Address,
+        bound: Address,
         stream_tails: &[(StreamId, Address)],
+        layout_servers: Vec<String>,
     ) -> Response {
         if epoch < self.epoch {
             return self.wrong_epoch();
+        }
+        if incarnation != self.incarnation {
+            return Response::error(
+                ServerErrorKind::Unavailable,
+                format!(
+                    "bootstrap for incarnation {incarnation:016x}, but this sequencer is \
+                     {:016x}: it restarted after the seal (a new reconfiguration is needed)",
+                    self.incarnation
+                ),
+            );
+        }
+        if epoch > self.epoch {
+            return Response::error(
+                ServerErrorKind::Unavailable,
+                format!(
+                    "bootstrap at epoch {epoch}, but the sequencer is sealed at epoch {} only",
+                    self.epoch
+                ),
+            );
+        }
+        if bound <= next {
+            return invalid(format!("empty grant range [{next}, {bound})"));
         }
         if let Some((stream, tail)) = stream_tails.iter().find(|(_, tail)| *tail >= next) {
             return invalid(format!(
                 "stream {stream} has tail {tail}, not below the bootstrap's next address {next}"
             ));
         }
-        let keep_state = self.granted_epoch_max.is_some_and(|g| g >= epoch);
-        if keep_state {
-            // Grants of this epoch may be in the log beyond the reported
-            // tails: forgetting them could grant an address twice or
-            // commit a conflicting transaction.
-            self.next = self.next.max(next);
-            self.conflicts.raise_floor(next);
-        } else {
-            self.next = next;
-            self.conflicts.reset(next);
-            self.stream_tails.clear();
-            self.stream_index.clear();
-            self.index_complete_from = next;
+        if self.bootstrapped {
+            // A repeat (or a late copy) of the bootstrap in force.
+            return Response::Sequencer(SequencerResponse::Done);
         }
+        self.next = next;
+        self.bound = bound;
+        self.conflicts.reset(next);
+        self.stream_tails.clear();
+        self.stream_index.clear();
+        self.index_complete_from = next;
         for &(stream, tail) in stream_tails {
             let known = self.stream_tails.entry(stream).or_insert(tail);
             *known = (*known).max(tail);
             self.stream_index.entry(stream).or_default().insert(tail);
         }
+        self.layout_servers = layout_servers;
         self.epoch = epoch;
         self.bootstrapped = true;
+        self.bootstrapped_at = Some(epoch);
         Response::Sequencer(SequencerResponse::Done)
     }
 
@@ -404,7 +501,9 @@ impl std::fmt::Debug for Sequencer {
         f.debug_struct("Sequencer")
             .field("epoch", &self.epoch)
             .field("bootstrapped", &self.bootstrapped)
+            .field("incarnation", &format_args!("{:016x}", self.incarnation))
             .field("next", &self.next)
+            .field("bound", &self.bound)
             .field("floor", &self.floor())
             .field("streams", &self.streams())
             .field("conflict_keys", &self.conflict_keys())

@@ -490,14 +490,7 @@ fn rule_stream_addresses_answer_a_capped_ascending_prefix() {
     });
     // Start just below 2^32 so the index spans two roaring containers.
     let base = (1u64 << 32) - 10;
-    answer(seq.handle(
-        1,
-        SequencerRequest::Bootstrap {
-            epoch: 1,
-            next: base,
-            stream_tails: vec![(stream(1), 3)],
-        },
-    ));
+    assert_eq!(boot(&mut seq, 1, base, &[(stream(1), 3)]), DONE);
     let mut mine = vec![3];
     for i in 0..40u32 {
         let s = if i % 3 == 0 { stream(1) } else { stream(2) };
@@ -566,9 +559,20 @@ fn rule_requests_beyond_limits_are_invalid() {
             to: 4,
         },
         SequencerRequest::Bootstrap {
-            epoch: 1,
+            epoch: 0,
+            incarnation: seq.incarnation(),
             next: 10,
+            bound: 20,
             stream_tails: vec![(stream(1), 10)],
+            layout_servers: vec![],
+        },
+        SequencerRequest::Bootstrap {
+            epoch: 0,
+            incarnation: seq.incarnation(),
+            next: 10,
+            bound: 10,
+            stream_tails: vec![],
+            layout_servers: vec![],
         },
     ];
     for request in invalid {
@@ -587,14 +591,7 @@ fn rule_requests_beyond_limits_are_invalid() {
 #[test]
 fn rule_address_space_exhaustion_is_refused() {
     let mut seq = sequencer();
-    answer(seq.handle(
-        1,
-        SequencerRequest::Bootstrap {
-            epoch: 1,
-            next: u64::MAX - 2,
-            stream_tails: vec![],
-        },
-    ));
+    assert_eq!(boot(&mut seq, 1, u64::MAX - 2, &[]), DONE);
     let r = seq.handle(1, token_request(3, &[]));
     assert_eq!(error_kind(&r), Some(ServerErrorKind::Unavailable), "{r:?}");
     assert_eq!(grant(&mut seq, 1, 2, &[]).0, u64::MAX - 2);
@@ -610,14 +607,33 @@ fn bootstrap(
     next: Address,
     stream_tails: &[(StreamId, Address)],
 ) -> Response {
+    let incarnation = seq.incarnation();
     seq.handle(
         epoch,
         SequencerRequest::Bootstrap {
             epoch,
+            incarnation,
             next,
+            bound: u64::MAX,
             stream_tails: stream_tails.to_vec(),
+            layout_servers: vec![],
         },
     )
+}
+
+/// Seals at `epoch`, then bootstraps there.
+fn boot(
+    seq: &mut Sequencer,
+    epoch: Epoch,
+    next: Address,
+    stream_tails: &[(StreamId, Address)],
+) -> Response {
+    assert!(sealed(&seal(seq, epoch, epoch)));
+    bootstrap(seq, epoch, next, stream_tails)
+}
+
+fn sealed(r: &Response) -> bool {
+    matches!(r, Response::Sequencer(SequencerResponse::Sealed { .. }))
 }
 
 const DONE: Response = Response::Sequencer(SequencerResponse::Done);
@@ -626,7 +642,7 @@ const DONE: Response = Response::Sequencer(SequencerResponse::Done);
 fn rule_seal_fences_lower_epochs() {
     let mut seq = sequencer();
     grant(&mut seq, 1, 4, &[stream(1)]);
-    assert_eq!(seal(&mut seq, 1, 3), DONE);
+    assert!(sealed(&seal(&mut seq, 1, 3)));
     assert_eq!(seq.epoch(), 3);
     let wrong = Response::WrongEpoch { current: 3 };
     assert_eq!(seq.handle(2, token_request(1, &[])), wrong);
@@ -649,7 +665,7 @@ fn rule_seal_fences_lower_epochs() {
 fn rule_sealed_sequencer_serves_nothing_until_bootstrapped() {
     let mut seq = sequencer();
     grant(&mut seq, 1, 4, &[stream(1)]);
-    assert_eq!(seal(&mut seq, 1, 2), DONE);
+    assert!(sealed(&seal(&mut seq, 1, 2)));
     assert!(!seq.is_bootstrapped());
     for request in [
         token_request(1, &[]),
@@ -673,12 +689,11 @@ fn rule_sealed_sequencer_serves_nothing_until_bootstrapped() {
 #[test]
 fn rule_sealing_again_at_the_current_epoch_changes_nothing() {
     let mut seq = sequencer();
-    assert_eq!(seal(&mut seq, 0, 2), DONE);
+    assert!(sealed(&seal(&mut seq, 0, 2)));
     assert_eq!(bootstrap(&mut seq, 2, 10, &[]), DONE);
     grant(&mut seq, 2, 1, &[]);
-    assert_eq!(
-        seal(&mut seq, 2, 2),
-        DONE,
+    assert!(
+        sealed(&seal(&mut seq, 2, 2)),
         "a racing reconfiguration's late seal"
     );
     assert!(seq.is_bootstrapped());
@@ -692,7 +707,7 @@ fn rule_bootstrap_resumes_above_every_recovered_tail() {
     // seal, so the reconfiguration bootstraps epoch 2 from 100.
     grant(&mut seq, 1, 500, &[stream(1), stream(2)]);
     answer(seq.handle(1, txn_request(499, 1, &[], &[key(1, 1)])));
-    assert_eq!(seal(&mut seq, 1, 2), DONE);
+    assert!(sealed(&seal(&mut seq, 1, 2)));
     assert_eq!(
         bootstrap(&mut seq, 2, 100, &[(stream(1), 97), (stream(2), 50)]),
         DONE
@@ -742,29 +757,98 @@ fn rule_bootstrap_resumes_above_every_recovered_tail() {
     );
 }
 
+/// Rule: the seal's answer bounds what the sequencer granted, and a
+/// bootstrap comes only from the seal it follows: same incarnation, sealed
+/// at its epoch, once (a repeat changes nothing).
 #[test]
-fn rule_bootstrap_keeps_grants_of_its_own_epoch() {
-    // A fresh sequencer served epoch 1 before the layout service
-    // bootstrapped it at epoch 1 with tails that miss the later grants.
-    let mut seq = sequencer();
-    grant(&mut seq, 1, 40, &[stream(1)]);
-    answer(seq.handle(1, txn_request(39, 1, &[], &[key(1, 1)]))); // at 40
-    grant(&mut seq, 1, 9, &[stream(1)]); // [41, 50)
+fn rule_bootstrap_follows_its_seal_once() {
+    let mut seq = Sequencer::awaiting_bootstrap(SequencerConfig::default());
+    let incarnation = seq.incarnation();
+    assert_eq!(
+        seal(&mut seq, 0, 1),
+        Response::Sequencer(SequencerResponse::Sealed {
+            incarnation,
+            served: None
+        }),
+        "a restarted sequencer says it never served"
+    );
+    // Not sealed at 2: refused (it may have served 2 before a restart).
+    let r = bootstrap(&mut seq, 2, 0, &[]);
+    assert_eq!(error_kind(&r), Some(ServerErrorKind::Unavailable), "{r:?}");
+    // Another incarnation's bootstrap: refused.
+    let other = seq.handle(
+        1,
+        SequencerRequest::Bootstrap {
+            epoch: 1,
+            incarnation: incarnation ^ 1,
+            next: 0,
+            bound: 100,
+            stream_tails: vec![],
+            layout_servers: vec![],
+        },
+    );
+    assert_eq!(
+        error_kind(&other),
+        Some(ServerErrorKind::Unavailable),
+        "{other:?}"
+    );
+    assert!(!seq.is_bootstrapped());
+    assert_eq!(bootstrap(&mut seq, 1, 30, &[(stream(1), 29)]), DONE);
+    grant(&mut seq, 1, 20, &[stream(1)]); // [30, 50)
+                                          // A late copy of the bootstrap does not move the sequencer back.
     assert_eq!(bootstrap(&mut seq, 1, 30, &[(stream(1), 29)]), DONE);
     assert_eq!(seq.next(), 50, "no address is granted twice");
-    assert_eq!(seq.floor(), 30);
     assert_eq!(
-        answer(seq.handle(1, txn_request(35, 1, &[key(1, 1)], &[]))),
-        SequencerResponse::Abort {
-            key: Some(key(1, 1)),
-            address: 40
-        },
-        "the write at 40 is still known"
+        seal(&mut seq, 1, 2),
+        Response::Sequencer(SequencerResponse::Sealed {
+            incarnation,
+            served: Some((1, 50))
+        }),
+        "the seal reports how far epoch 1 got"
     );
+}
+
+/// Rule: grants stop at the bootstrap's bound.
+#[test]
+fn rule_grants_stop_at_the_bound() {
+    let mut seq = Sequencer::awaiting_bootstrap(SequencerConfig::default());
+    assert!(sealed(&seal(&mut seq, 0, 1)));
+    let incarnation = seq.incarnation();
     assert_eq!(
-        grant(&mut seq, 1, 1, &[stream(1)]).1,
-        vec![(stream(1), Some(49))]
+        seq.handle(
+            1,
+            SequencerRequest::Bootstrap {
+                epoch: 1,
+                incarnation,
+                next: 10,
+                bound: 15,
+                stream_tails: vec![],
+                layout_servers: vec![],
+            }
+        ),
+        DONE
     );
+    assert_eq!(grant(&mut seq, 1, 4, &[]).0, 10);
+    let r = seq.handle(1, token_request(2, &[]));
+    assert_eq!(error_kind(&r), Some(ServerErrorKind::Unavailable), "{r:?}");
+    assert_eq!(grant(&mut seq, 1, 1, &[]).0, 14);
+    assert_eq!(seq.next(), 15);
+}
+
+/// Rule: a bootstrapped sequencer serves its own epoch only: above it, it
+/// does not know what that epoch's sequencer granted.
+#[test]
+fn rule_a_bootstrapped_sequencer_serves_its_epoch_only() {
+    let mut seq = Sequencer::awaiting_bootstrap(SequencerConfig::default());
+    assert_eq!(boot(&mut seq, 2, 0, &[]), DONE);
+    grant(&mut seq, 2, 1, &[]);
+    for request in [
+        token_request(1, &[]),
+        SequencerRequest::Tail { streams: vec![] },
+    ] {
+        let r = seq.handle(3, request);
+        assert_eq!(error_kind(&r), Some(ServerErrorKind::Unavailable), "{r:?}");
+    }
 }
 
 #[test]
@@ -781,7 +865,7 @@ fn rule_restarted_sequencer_waits_for_bootstrap() {
     let mut seq = Sequencer::awaiting_bootstrap(SequencerConfig::default());
     let r = seq.handle(4, token_request(1, &[]));
     assert_eq!(error_kind(&r), Some(ServerErrorKind::Unavailable), "{r:?}");
-    assert_eq!(bootstrap(&mut seq, 4, 1_000, &[(stream(1), 999)]), DONE);
+    assert_eq!(boot(&mut seq, 4, 1_000, &[(stream(1), 999)]), DONE);
     assert_eq!(
         grant(&mut seq, 4, 1, &[stream(1)]),
         (1_000, vec![(stream(1), Some(999))])

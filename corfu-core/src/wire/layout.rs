@@ -47,6 +47,9 @@ pub enum LayoutRequest {
     },
     /// Answer the highest committed layout.
     GetLayout,
+    /// Answer the highest epochs this server has seen (for a sequencer's
+    /// lease: see `sequencer::lease`). Changes nothing.
+    Epochs,
 }
 
 impl LayoutRequest {
@@ -57,6 +60,7 @@ impl LayoutRequest {
             LayoutRequest::Propose { .. } => "layout.propose",
             LayoutRequest::Commit { .. } => "layout.commit",
             LayoutRequest::GetLayout => "layout.get",
+            LayoutRequest::Epochs => "layout.epochs",
         }
     }
 }
@@ -85,4 +89,12 @@ pub enum LayoutResponse {
     Committed,
     /// The highest committed layout, if the service was bootstrapped.
     Layout(Option<Box<Layout>>),
+    /// Answer to `Epochs`.
+    Epochs {
+        /// The committed epoch (0 before the bootstrap).
+        committed: Epoch,
+        /// The highest epoch with a promise, an accepted proposal or a
+        /// commit on this server.
+        seen: Epoch,
+    },
 }

@@ -106,13 +106,27 @@ pub enum SequencerRequest {
         epoch: Epoch,
     },
     /// Start serving `epoch` from the given tails (after a reconfiguration).
+    /// Accepted only by the sequencer incarnation `incarnation` (as its
+    /// answer to `Seal` named it), sealed at `epoch` and not bootstrapped
+    /// at it yet; a repeat to a sequencer already serving `epoch` changes
+    /// nothing.
     Bootstrap {
         /// The epoch to serve.
         epoch: Epoch,
-        /// The next address to grant.
+        /// The incarnation that answered the seal this bootstrap follows:
+        /// a sequencer restarted since then (which may have granted
+        /// addresses in `epoch` before it lost its state) refuses it.
+        incarnation: u64,
+        /// The next address to grant (the layout's grant start).
         next: Address,
+        /// Grant nothing at or above this address (the layout's bound).
+        bound: Address,
         /// Per stream, its last address.
         stream_tails: Vec<(StreamId, Address)>,
+        /// The layout servers of `epoch`'s layout (`host:port`): the
+        /// sequencer answers tails only while a majority of them confirm
+        /// that no later epoch exists (its lease).
+        layout_servers: Vec<String>,
     },
 }
 
@@ -172,6 +186,16 @@ pub enum SequencerResponse {
         /// follow backpointers.
         complete_from: Address,
     },
-    /// Answer to `Seal` and `Bootstrap`.
+    /// Answer to `Bootstrap`.
     Done,
+    /// Answer to `Seal`: who was sealed and how far it got.
+    Sealed {
+        /// Random per process start: tells a restarted sequencer (which
+        /// lost its state) from the one that was running.
+        incarnation: u64,
+        /// The epoch this incarnation last served and the next address it
+        /// would have granted then (nothing is granted after a seal), or
+        /// `None` if it never served.
+        served: Option<(Epoch, Address)>,
+    },
 }
