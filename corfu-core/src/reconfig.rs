@@ -839,7 +839,9 @@ impl Reconfigurer {
         {
             let unit = units.remove(gone);
             let peer = self.endpoint.peer(&unit.addr);
-            let timeout = self.seal_timeout;
+            // Short: a late seal could otherwise reach the node restarted on
+            // its address and seal it into an epoch it is not part of.
+            let timeout = SEAL_TIMEOUT_GONE;
             tokio::spawn(async move {
                 let request = Request::LogUnit(LogUnitRequest::Seal { epoch });
                 let _ = peer.call_timeout(epoch, request, timeout).await;
@@ -926,9 +928,9 @@ impl Reconfigurer {
     }
 }
 
-/// How long a seal of a sequencer being removed is waited for (in the
+/// How long a seal of a node being removed is waited for (in the
 /// background: nobody waits for it).
-const SEAL_TIMEOUT_GONE: Duration = Duration::from_millis(500);
+const SEAL_TIMEOUT_GONE: Duration = Duration::from_millis(200);
 
 /// What a sequencer answered to a seal.
 #[derive(Debug, Clone, Copy)]
