@@ -715,7 +715,10 @@ impl Reconfigurer {
                 .and_then(|answer| answer.served)
                 .filter(|(served, _)| *served == current.epoch)
                 .map(|(_, next)| next);
-            let old_silent = old_active.is_none_or(|id| !sealed.sequencers.contains_key(id));
+            // Any sequencer of an earlier epoch may still hold a lease
+            // unless the current one is known to have served this epoch
+            // (its own bootstrap waited out the ones before it).
+            let lease_unknown = known_next.is_none();
             let start = tail.max(known_next.unwrap_or(current.grants.bound));
             proposal.add_void(tail, start);
             proposal.grants = Grants::from(start);
@@ -752,7 +755,7 @@ impl Reconfigurer {
             );
             match proposer.decide(proposal.clone()).await {
                 Ok(decided) if decided.layout == proposal && decided.ours => {
-                    if old_silent {
+                    if lease_unknown {
                         // The old sequencer may still be serving tails to
                         // clients of the old epoch until its lease runs out;
                         // nothing of the new epoch may be acknowledged

@@ -866,7 +866,7 @@ impl LogClient {
             )));
         }
         let mut layout = self.layout();
-        if to > layout.grants.bound {
+        if to >= layout.grants.bound {
             // Granted by a later epoch's sequencer, past a void this layout
             // may not know yet (too large to read address by address).
             // Smaller voids of a newer layout are found by the reads

@@ -256,7 +256,14 @@ impl Proposer {
                 }
             }
             if accepts >= majority {
-                self.commit(&value).await;
+                if !self.commit(&value).await {
+                    // Chosen, but not known to a majority yet: a later
+                    // proposer learns it from the acceptors. Not "ours": the
+                    // bootstrap rule needs the commit on a majority.
+                    return Err(ProposeError::Unavailable(format!(
+                        "epoch {epoch} was chosen but its commit reached no majority"
+                    )));
+                }
                 return Ok(Decision {
                     layout: value,
                     ours: true,
@@ -286,7 +293,7 @@ impl Proposer {
     ) -> Result<Layout, ProposeError> {
         if committed.epoch == epoch {
             // Help the servers that have not heard of the decision yet.
-            self.commit(&committed).await;
+            let _ = self.commit(&committed).await;
             Ok(*committed)
         } else {
             Err(ProposeError::Superseded {
@@ -304,13 +311,13 @@ impl Proposer {
     /// that: a server that misses the commit learns the decision from the
     /// next proposer, which gets `AlreadyCommitted` from the others and
     /// commits it everywhere again.
-    async fn commit(&self, layout: &Layout) {
+    async fn commit(&self, layout: &Layout) -> bool {
         let (majority_tx, majority_rx) = tokio::sync::oneshot::channel();
         let this = self.clone();
         let layout = layout.clone();
         tokio::spawn(async move { this.commit_everywhere(layout, majority_tx).await });
-        // An error means the task ended without a majority: nothing to wait for.
-        let _ = majority_rx.await;
+        // An error means the task ended without a majority.
+        majority_rx.await.is_ok()
     }
 
     async fn commit_everywhere(&self, layout: Layout, majority: tokio::sync::oneshot::Sender<()>) {
