@@ -338,7 +338,7 @@ impl Load {
         check_replicas(
             &config.endpoint().unwrap(),
             &layout,
-            log.len() as u64,
+            log.last().map_or(0, |(a, _)| a + 1),
             Some(&log),
         )
         .await;
@@ -778,4 +778,55 @@ async fn a_layout_server_killed_as_a_reconfiguration_starts_leaves_a_majority_to
         .await
         .unwrap();
     assert_eq!(stale, Response::WrongEpoch { current: 4 });
+}
+
+/// Item 7 of issue 14: a restarted node comes back into service without a
+/// command. The node hosting the active sequencer (and the chain's head) is
+/// SIGKILLed and started again at once, as systemd would: the detectors see
+/// it alive, its sequencer answers without serving (it lost its soft state),
+/// and a seal restarts it past everything its earlier incarnation could
+/// have granted. Nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_active_sequencer_serves_again_without_a_command() {
+    let _turn = TURN.lock().await;
+    let mut cluster = start_cluster(&[1, 2], false).await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the restart").await;
+    cluster.nodes[0].child.kill().unwrap();
+    cluster.restart(1);
+    let restarted = Instant::now();
+    load.resume(300, "appends after the sequencer restarted")
+        .await;
+    eprintln!(
+        "restart of n1 -> 300 more appends acknowledged: {} ms",
+        restarted.elapsed().as_millis()
+    );
+    let last = load.finish(&cluster.config).await;
+    assert!(last.epoch > cluster.first.epoch, "{last:?}");
+}
+
+/// Item 7 of issue 14: every node restarts at once (a power loss). The
+/// log units come back at their sealed epoch, every sequencer has lost its
+/// state; the detectors seal, and appends go on with every acknowledged
+/// one still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_whole_cluster_restart_serves_again_without_a_command() {
+    let _turn = TURN.lock().await;
+    let mut cluster = start_cluster(&[1, 2, 3], false).await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the power loss").await;
+    for node in &mut cluster.nodes {
+        node.child.kill().unwrap();
+    }
+    for k in 1..=cluster.nodes.len() {
+        cluster.restart(k);
+    }
+    let restarted = Instant::now();
+    load.resume(300, "appends after the whole cluster restarted")
+        .await;
+    eprintln!(
+        "restart of every node -> 300 more appends acknowledged: {} ms",
+        restarted.elapsed().as_millis()
+    );
+    load.finish(&cluster.config).await;
 }

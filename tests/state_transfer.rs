@@ -124,7 +124,7 @@ async fn finish_checks(
     let compared = check_replicas(
         &config.endpoint().unwrap(),
         &layout,
-        log.len() as u64,
+        log.last().map_or(0, |(a, _)| a + 1),
         Some(&log),
     )
     .await;
@@ -270,7 +270,7 @@ async fn a_removed_unit_comes_back_by_state_transfer_while_appends_go_on() {
         .call(
             first.epoch,
             Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
-                address: log.len() as Address + 1000,
+                address: log.last().map_or(0, |(a, _)| a + 1) + 1000,
                 entry: data(b"stale"),
             })),
         )

@@ -35,6 +35,15 @@
 //!   sent before the stall: a resumed node does not accuse the peers it
 //!   could not hear while it was stopped. A removal that did not go through
 //!   is retried at most once per failure timeout.
+//! - **A sequencer that answers but does not serve** (it restarted and lost
+//!   its soft state, a whole cluster came back from a power loss, or the
+//!   bootstrap of its epoch never arrived: its engine died after deciding)
+//!   is not a dead node, so no removal helps. The detector also asks the
+//!   active sequencer for its `Status`; one that answered without serving
+//!   the layout's epoch in every probe for `failure_timeout_ms` gets a
+//!   `Seal` reconfiguration, which starts it past everything its earlier
+//!   incarnation could have granted. Unanswered status probes count for
+//!   nothing here (the pings judge reachability).
 //! - **Limits.** A peer whose removal would empty a chain or leave no
 //!   sequencer is not removed; the detector warns once (until the peer
 //!   answers again). One reconfiguration at a time per detector.
@@ -52,7 +61,8 @@ use crate::layout::Layout;
 use crate::layout_service::proposer::fetch_layout;
 use crate::reconfig::{plan, Change, ReconfigError, Reconfigured, Reconfigurer};
 use crate::transport::ClientEndpoint;
-use crate::wire::Request;
+use crate::wire::sequencer::{SequencerRequest, SequencerResponse};
+use crate::wire::{Request, Response};
 
 /// The `[failure_detector]` table of a node config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -322,6 +332,10 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
     let mut layout: Option<Layout> = None;
     let mut addrs: BTreeMap<String, String> = BTreeMap::new();
     let mut probes: JoinSet<(String, Instant, bool)> = JoinSet::new();
+    // The active sequencer of the current layout, keyed `node@epoch` so a
+    // new epoch starts from no evidence: does it serve?
+    let mut serving = ProbeBook::new(timeout);
+    let mut status_probes: JoinSet<(String, Instant, bool)> = JoinSet::new();
     let mut reactions: JoinSet<(String, Result<Reconfigured, ReconfigError>)> = JoinSet::new();
     let mut interval = tokio::time::interval(config.probe_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -334,8 +348,19 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
                 }
                 continue;
             }
+            Some(done) = status_probes.join_next() => {
+                if let Ok((key, sent, fine)) = done {
+                    serving.record(&key, sent, fine);
+                }
+                continue;
+            }
             Some(done) = reactions.join_next() => {
                 match done {
+                    // A seal restarting a sequencer (its key is `node@epoch`).
+                    Ok((key, Ok(r))) if key.contains('@') => tracing::warn!(
+                        node = %me, sequencer = %key, epoch = r.layout.epoch, won = r.won,
+                        "failure detector: sealed; the sequencer serves again"
+                    ),
                     Ok((peer, Ok(r))) if r.won => tracing::warn!(
                         node = %me, removed = %peer, epoch = r.layout.epoch,
                         elapsed_ms = r.elapsed.as_millis() as u64,
@@ -362,6 +387,7 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
         if book.tick(now) {
             tracing::warn!(node = %me, "failure detector was stalled; forgetting its evidence");
         }
+        serving.tick(now);
         match tokio::time::timeout(probe_timeout, fetch_layout(&endpoint, &servers)).await {
             Ok(Ok(fresh)) => {
                 if layout.as_ref().is_none_or(|l| fresh.epoch >= l.epoch) {
@@ -390,7 +416,46 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
                 (peer, sent, answer.is_ok())
             });
         }
+        let active = current
+            .active_sequencer()
+            .map(|s| (format!("{}@{}", s.node_id, current.epoch), s.addr.clone()));
+        serving.watch(active.iter().map(|(key, _)| key.clone()));
+        if let Some((key, addr)) = &active {
+            if !serving.to_probe().is_empty() {
+                let (key, target, epoch) = (key.clone(), endpoint.peer(addr), current.epoch);
+                status_probes.spawn(async move {
+                    let sent = Instant::now();
+                    let request = Request::Sequencer(SequencerRequest::Status);
+                    let fine = match target.call_timeout(epoch, request, probe_timeout).await {
+                        Ok(Response::Sequencer(SequencerResponse::Status {
+                            epoch: at,
+                            serving,
+                        })) => serving && at == epoch,
+                        // Not answering is the pings' business; anything
+                        // else (an old node without `Status`) is no
+                        // evidence either.
+                        _ => true,
+                    };
+                    (key, sent, fine)
+                });
+            }
+        }
         if !reactions.is_empty() {
+            continue;
+        }
+        let now = Instant::now();
+        if let Some(key) = serving.due(now).into_iter().next() {
+            tracing::warn!(
+                node = %me, sequencer = %key, epoch = current.epoch,
+                "failure detector: the active sequencer answers but does not serve; sealing to restart it"
+            );
+            serving.reacted(&key, now);
+            let engine = Reconfigurer::new(endpoint.clone(), servers.clone())
+                .only_up_to_epoch(current.epoch);
+            reactions.spawn(async move {
+                let result = engine.reconfigure(&Change::Seal).await;
+                (key, result)
+            });
             continue;
         }
         let now = Instant::now();

@@ -202,6 +202,9 @@ impl Sequencer {
 
     /// Serves one request sent at `epoch` (the request header's epoch).
     pub fn handle(&mut self, epoch: Epoch, request: SequencerRequest) -> Response {
+        if request == SequencerRequest::Status {
+            return self.status();
+        }
         if epoch < self.epoch {
             return self.wrong_epoch();
         }
@@ -233,6 +236,7 @@ impl Sequencer {
                 self.stream_addresses(stream, from, to)
             }
             SequencerRequest::Seal { epoch } => self.seal(epoch),
+            SequencerRequest::Status => self.status(),
             SequencerRequest::Bootstrap {
                 epoch,
                 incarnation,
@@ -476,6 +480,13 @@ impl Sequencer {
         self.bootstrapped = true;
         self.bootstrapped_at = Some(epoch);
         Response::Sequencer(SequencerResponse::Done)
+    }
+
+    fn status(&self) -> Response {
+        Response::Sequencer(SequencerResponse::Status {
+            epoch: self.epoch,
+            serving: self.bootstrapped,
+        })
     }
 
     fn wrong_epoch(&self) -> Response {

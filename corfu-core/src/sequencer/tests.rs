@@ -933,3 +933,29 @@ fn rule_batched_commits_are_judged_one_after_another() {
     let empty = seq.handle(0, SequencerRequest::Tokens { tokens: vec![] });
     assert_eq!(error_kind(&empty), Some(ServerErrorKind::InvalidRequest));
 }
+
+/// Rule: `Status` is answered at any epoch, without serving anything: the
+/// failure detectors tell a sequencer that answers but does not serve (it
+/// restarted) from one that serves.
+#[test]
+fn rule_status_says_whether_the_sequencer_serves() {
+    let status = |seq: &mut Sequencer, header: Epoch| seq.handle(header, SequencerRequest::Status);
+    let mut seq = Sequencer::awaiting_bootstrap(SequencerConfig::default());
+    assert_eq!(
+        status(&mut seq, 7),
+        Response::Sequencer(SequencerResponse::Status {
+            epoch: 0,
+            serving: false
+        })
+    );
+    assert_eq!(boot(&mut seq, 3, 0, &[]), DONE);
+    assert_eq!(
+        status(&mut seq, 1),
+        Response::Sequencer(SequencerResponse::Status {
+            epoch: 3,
+            serving: true
+        }),
+        "answered below the sequencer's epoch too"
+    );
+    assert_eq!(seq.next(), 0, "a status grants nothing");
+}

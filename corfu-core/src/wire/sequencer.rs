@@ -100,6 +100,12 @@ pub enum SequencerRequest {
         /// One past the last address.
         to: Address,
     },
+    /// Whether the sequencer serves, and which epoch (answered whatever
+    /// the request's epoch; needs no lease). The failure detectors ask it
+    /// of the active sequencer: one that answers but does not serve the
+    /// layout's epoch (it restarted, or its bootstrap never came) is
+    /// brought back by a seal.
+    Status,
     /// Fence the sequencer: reject requests of lower epochs.
     Seal {
         /// The new epoch.
@@ -138,6 +144,7 @@ impl SequencerRequest {
             SequencerRequest::Tokens { .. } => "sequencer.tokens",
             SequencerRequest::Tail { .. } => "sequencer.tail",
             SequencerRequest::StreamAddresses { .. } => "sequencer.stream_addresses",
+            SequencerRequest::Status => "sequencer.status",
             SequencerRequest::Seal { .. } => "sequencer.seal",
             SequencerRequest::Bootstrap { .. } => "sequencer.bootstrap",
         }
@@ -188,6 +195,13 @@ pub enum SequencerResponse {
     },
     /// Answer to `Bootstrap`.
     Done,
+    /// Answer to `Status`.
+    Status {
+        /// The epoch the sequencer is sealed or bootstrapped at.
+        epoch: Epoch,
+        /// Whether it serves tokens at that epoch.
+        serving: bool,
+    },
     /// Answer to `Seal`: who was sealed and how far it got.
     Sealed {
         /// Random per process start: tells a restarted sequencer (which
