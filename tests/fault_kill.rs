@@ -830,3 +830,29 @@ async fn a_whole_cluster_restart_serves_again_without_a_command() {
     );
     load.finish(&cluster.config).await;
 }
+
+/// Review finding on issue 14: two sequencers dying together. The layout
+/// lists sequencers n1 (active, also the chain's head), n4 and n5; n1 and
+/// n4 are SIGKILLed at once. Removing n1 used to make n4 the active one,
+/// which could not answer the seal, so the removal failed after the units
+/// were sealed (and removing n4 failed the same way, waiting for n1): the
+/// cluster never served again. Now the first listed sequencer that answered
+/// the seal takes over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_dead_sequencers_hand_over_to_a_live_one() {
+    let _turn = TURN.lock().await;
+    let cluster = start_cluster(&[1, 4, 5], false).await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the kills").await;
+    let killed_at = Instant::now();
+    let mut cluster = cluster;
+    cluster.nodes[0].child.kill().unwrap();
+    cluster.nodes[3].child.kill().unwrap();
+    load.resume(300, "appends after both sequencers died").await;
+    eprintln!(
+        "SIGKILL n1 and n4 (the first two sequencers) -> 300 more appends acknowledged: {} ms",
+        killed_at.elapsed().as_millis()
+    );
+    let last = load.finish(&cluster.config).await;
+    assert_eq!(last.active_sequencer().unwrap().node_id, "n5", "{last:?}");
+}

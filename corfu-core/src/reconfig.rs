@@ -722,6 +722,20 @@ impl Reconfigurer {
             let start = tail.max(known_next.unwrap_or(current.grants.bound));
             proposal.add_void(tail, start);
             proposal.grants = Grants::from(start);
+            // The active sequencer must be one that answered the seal (it is
+            // bootstrapped as that incarnation): if the first listed did not,
+            // the first listed that did takes over, the others keeping their
+            // order. Otherwise two silent sequencers would make every
+            // removal fail after sealing the units (each waiting for the
+            // other's answer), and the cluster would never serve again.
+            if let Some(answered) = proposal
+                .sequencers
+                .iter()
+                .position(|s| sealed.sequencers.contains_key(&s.node_id))
+            {
+                let chosen = proposal.sequencers.remove(answered);
+                proposal.sequencers.insert(0, chosen);
+            }
             current.validate_successor(&proposal)?;
             let active = proposal.active_sequencer().cloned().ok_or_else(|| {
                 ReconfigError::Invalid("the new layout names no sequencer".into())
