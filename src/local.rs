@@ -1851,6 +1851,7 @@ mod tests {
             let write = Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
                 address: 0,
                 entry: Entry {
+                    id: None,
                     streams: vec![StreamHeader {
                         stream,
                         backpointer: None,

@@ -656,6 +656,7 @@ mod tests {
     fn outcomes_print_as_text_and_json() {
         let s = StreamId::from_name("s");
         let entry = Entry {
+            id: None,
             streams: vec![StreamHeader {
                 stream: s,
                 backpointer: None,

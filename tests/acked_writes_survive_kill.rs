@@ -25,6 +25,7 @@ fn payload_for(address: u64) -> Vec<u8> {
 
 fn entry_for(address: u64) -> Entry {
     Entry {
+        id: None,
         streams: vec![StreamHeader {
             stream: StreamId::from_name("crash"),
             backpointer: address.checked_sub(1),

@@ -536,6 +536,7 @@ async fn a_paused_node_is_removed_and_fenced_when_it_resumes() {
             Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
                 address: 1 << 40,
                 entry: Entry {
+                    id: None,
                     streams: vec![],
                     payload: b"stale".to_vec(),
                 },
@@ -579,6 +580,7 @@ fn stray_write(epoch: u64) -> (u64, Request) {
         Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
             address: 1 << 40,
             entry: Entry {
+                id: None,
                 streams: vec![],
                 payload: b"stale".to_vec(),
             },

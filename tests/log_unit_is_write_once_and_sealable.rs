@@ -18,6 +18,7 @@ use support::{client_trusting_file, node_config, within};
 
 fn entry(payload: &str) -> Entry {
     Entry {
+        id: None,
         streams: vec![StreamHeader {
             stream: StreamId::from_name("s"),
             backpointer: None,

@@ -190,6 +190,7 @@ async fn appends_survive_the_removal_of_chain_members_and_the_sequencer() {
             Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
                 address: tail + 1000,
                 entry: Entry {
+                    id: None,
                     streams: vec![],
                     payload: b"stale".to_vec(),
                 },

@@ -194,6 +194,7 @@ fn data(address: Address, value: &str, streams: &[StreamId]) -> (Address, ReadOu
     (
         address,
         ReadOutcome::Data(Entry {
+            id: None,
             streams: streams
                 .iter()
                 .map(|&stream| StreamHeader {

@@ -186,6 +186,7 @@ fn report(what: &str, done: &Reconfigured) {
 
 fn data(payload: &[u8]) -> Entry {
     Entry {
+        id: None,
         streams: vec![],
         payload: payload.to_vec(),
     }

@@ -89,6 +89,7 @@ fn entry(address: u64, payload_bytes: usize) -> Entry {
         *b = tag[i % 8];
     }
     Entry {
+        id: None,
         streams: vec![StreamHeader {
             stream: StreamId::from_name("bench"),
             backpointer: None,

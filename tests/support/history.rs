@@ -672,6 +672,7 @@ impl Raw {
                 (
                     address,
                     Entry {
+                        id: None,
                         streams,
                         payload: payload(i),
                     },

@@ -14,8 +14,8 @@ use super::{unexpected, ChainKey, Inner, Routes};
 use crate::transport::Peer;
 use crate::types::{Address, Epoch, StreamId};
 use crate::wire::logunit::{
-    AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, StreamHeader,
-    WriteOutcome,
+    AddressedEntry, AppendId, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome,
+    StreamHeader, WriteOutcome,
 };
 use crate::wire::sequencer::{
     ConditionalToken, ConflictKey, SequencerRequest, SequencerResponse, TokenOutcome, TxnCondition,
@@ -31,6 +31,8 @@ pub(crate) const TOKEN_KEYS_MAX: usize = 1024;
 
 /// One entry to append.
 pub(crate) struct Job {
+    /// The append's identity, stamped on its entry (kept across retries).
+    id: AppendId,
     payload: Vec<u8>,
     /// Sorted, without duplicates.
     streams: Vec<StreamId>,
@@ -45,6 +47,7 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn new(
+        id: AppendId,
         payload: Vec<u8>,
         streams: &[StreamId],
         max: u32,
@@ -59,6 +62,7 @@ impl Job {
         streams.sort_unstable();
         streams.dedup();
         Ok(Job {
+            id,
             payload,
             streams,
             keys: Vec::new(),
@@ -335,6 +339,7 @@ impl Inner {
                         write: AddressedEntry {
                             address,
                             entry: Entry {
+                                id: Some(jobs[job].id),
                                 streams: jobs[job]
                                     .streams
                                     .iter()
@@ -440,6 +445,7 @@ impl Inner {
                     write: AddressedEntry {
                         address,
                         entry: Entry {
+                            id: Some(jobs[job].id),
                             streams: headers,
                             payload: jobs[job].payload.clone(),
                         },

@@ -76,7 +76,8 @@ use crate::layout_service::proposer::fetch_layout;
 use crate::transport::{ClientEndpoint, Peer, TransportError};
 use crate::types::{Address, Epoch, StreamId};
 use crate::wire::logunit::{
-    AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, WriteOutcome,
+    AddressedEntry, AppendId, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome,
+    WriteOutcome,
 };
 use crate::wire::sequencer::{SequencerRequest, SequencerResponse, TxnCondition};
 use crate::wire::{Request, Response, ServerErrorKind};
@@ -128,6 +129,21 @@ pub(crate) struct Inner {
     tail_rounds: tails::TailRounds,
     /// This client, for work continued on tasks.
     me: tails::SelfRef,
+    /// Chosen at random at connect: the client part of every append's
+    /// identity.
+    client_id: u64,
+    /// Appends numbered so far (the sequence part of the identity).
+    appends: AtomicU64,
+}
+
+impl Inner {
+    /// The identity of a new append.
+    fn next_append_id(&self) -> AppendId {
+        AppendId {
+            client: self.client_id,
+            seq: self.appends.fetch_add(1, Ordering::Relaxed) + 1,
+        }
+    }
 }
 
 /// The peers of one layout, resolved once per epoch.
@@ -712,6 +728,8 @@ impl LogClient {
             known_tail: AtomicU64::new(0),
             tail_rounds: tails::TailRounds::default(),
             me: me.clone(),
+            client_id: rand::random(),
+            appends: AtomicU64::new(0),
         });
         tokio::spawn(append::run_batcher(inner.clone(), rx));
         Ok(LogClient { inner, queue })
@@ -744,7 +762,12 @@ impl LogClient {
         payload: Vec<u8>,
         streams: &[StreamId],
     ) -> Result<Address, ClientError> {
-        let job = Job::new(payload, streams, self.inner.options.entry_bytes_max)?;
+        let job = Job::new(
+            self.inner.next_append_id(),
+            payload,
+            streams,
+            self.inner.options.entry_bytes_max,
+        )?;
         self.append_job(job).await
     }
 
@@ -796,7 +819,12 @@ impl LogClient {
         streams: &[StreamId],
         condition: &TxnCondition,
     ) -> Result<Address, ClientError> {
-        let job = Job::new(payload, streams, self.inner.options.entry_bytes_max)?;
+        let job = Job::new(
+            self.inner.next_append_id(),
+            payload,
+            streams,
+            self.inner.options.entry_bytes_max,
+        )?;
         let job = if condition.read_set.is_empty() {
             job.with_keys(&condition.write_set)
         } else {
@@ -816,7 +844,7 @@ impl LogClient {
         let mut jobs = Vec::new();
         let mut slots = Vec::new();
         for (payload, streams) in entries {
-            match Job::new(payload, &streams, max) {
+            match Job::new(self.inner.next_append_id(), payload, &streams, max) {
                 Ok(job) => {
                     slots.push(results.len());
                     results.push(None);

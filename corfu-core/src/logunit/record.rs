@@ -6,17 +6,21 @@
 //!      4     4  body length in bytes (little-endian)
 //!      8     4  crc32c of the body
 //!     12     8  body: address
-//!     20     1        kind (1 = data, 2 = junk)
+//!     20     1        kind (1 = data, 2 = junk, 3 = data with an append id)
 //!     21     2        number of stream headers n
-//!     23  24*n        stream headers: stream id (16), backpointer (8; u64::MAX = none)
+//!     23    16        kind 3 only: append id, client (8) then seq (8)
+//!      .  24*n        stream headers: stream id (16), backpointer (8; u64::MAX = none)
 //!      .     .        payload (the rest of the body)
 //! ```
+//!
+//! Kind 1 is still read (entries without an id, as earlier versions wrote
+//! every entry) and written for entries that carry no id.
 //!
 //! The checksum covers the whole body, so a torn or flipped record is never
 //! taken for data.
 
 use crate::types::{Address, StreamId};
-use crate::wire::logunit::{Entry, StreamHeader};
+use crate::wire::logunit::{AppendId, Entry, StreamHeader};
 
 /// Marks the start of every record.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"CRF1");
@@ -27,6 +31,8 @@ pub const BODY_BYTES_MIN: usize = 11;
 const STREAM_HEADER_BYTES: usize = 24;
 const KIND_DATA: u8 = 1;
 const KIND_JUNK: u8 = 2;
+const KIND_DATA_WITH_ID: u8 = 3;
+const APPEND_ID_BYTES: usize = 16;
 
 /// What an address holds on a unit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +89,11 @@ pub fn encoded_len(value: &Stored) -> usize {
     HEADER_BYTES
         + BODY_BYTES_MIN
         + match value {
-            Stored::Data(e) => e.streams.len() * STREAM_HEADER_BYTES + e.payload.len(),
+            Stored::Data(e) => {
+                e.id.map_or(0, |_| APPEND_ID_BYTES)
+                    + e.streams.len() * STREAM_HEADER_BYTES
+                    + e.payload.len()
+            }
             Stored::Junk => 0,
         }
 }
@@ -103,9 +113,17 @@ pub fn encode(address: Address, value: &Stored, out: &mut Vec<u8>) {
             out.extend_from_slice(&0u16.to_le_bytes());
         }
         Stored::Data(entry) => {
-            out.push(KIND_DATA);
+            out.push(if entry.id.is_some() {
+                KIND_DATA_WITH_ID
+            } else {
+                KIND_DATA
+            });
             let n = u16::try_from(entry.streams.len()).expect("stream count checked by the unit");
             out.extend_from_slice(&n.to_le_bytes());
+            if let Some(id) = entry.id {
+                out.extend_from_slice(&id.client.to_le_bytes());
+                out.extend_from_slice(&id.seq.to_le_bytes());
+            }
             for h in &entry.streams {
                 out.extend_from_slice(&h.stream.0.to_le_bytes());
                 out.extend_from_slice(&h.backpointer.unwrap_or(u64::MAX).to_le_bytes());
@@ -172,6 +190,15 @@ fn checked_body(bytes: &[u8], body_bytes_max: u32) -> Result<(&[u8], usize), Rec
     Ok((body, total))
 }
 
+/// Where the stream headers of a data record of `kind` start in its body.
+fn headers_start(kind: u8) -> usize {
+    if kind == KIND_DATA_WITH_ID {
+        BODY_BYTES_MIN + APPEND_ID_BYTES
+    } else {
+        BODY_BYTES_MIN
+    }
+}
+
 /// Decodes the record at the start of `bytes`; returns it and its length.
 pub fn decode(bytes: &[u8], body_bytes_max: u32) -> Result<(Record, usize), RecordError> {
     let (body, total) = checked_body(bytes, body_bytes_max)?;
@@ -185,14 +212,19 @@ pub fn decode(bytes: &[u8], body_bytes_max: u32) -> Result<(Record, usize), Reco
             }
             Stored::Junk
         }
-        KIND_DATA => {
-            let headers_end = BODY_BYTES_MIN + n * STREAM_HEADER_BYTES;
+        KIND_DATA | KIND_DATA_WITH_ID => {
+            let headers_start = headers_start(kind);
+            let headers_end = headers_start + n * STREAM_HEADER_BYTES;
             if body.len() < headers_end {
                 return Err(RecordError::Malformed("stream headers exceed the body"));
             }
+            let id = (kind == KIND_DATA_WITH_ID).then(|| AppendId {
+                client: u64_at(body, BODY_BYTES_MIN),
+                seq: u64_at(body, BODY_BYTES_MIN + 8),
+            });
             let mut streams = Vec::with_capacity(n);
             for i in 0..n {
-                let at = BODY_BYTES_MIN + i * STREAM_HEADER_BYTES;
+                let at = headers_start + i * STREAM_HEADER_BYTES;
                 let mut id = [0u8; 16];
                 id.copy_from_slice(&body[at..at + 16]);
                 let bp = u64_at(body, at + 16);
@@ -202,6 +234,7 @@ pub fn decode(bytes: &[u8], body_bytes_max: u32) -> Result<(Record, usize), Reco
                 });
             }
             Stored::Data(Entry {
+                id,
                 streams,
                 payload: body[headers_end..].to_vec(),
             })
@@ -224,12 +257,13 @@ pub fn scan(
     let n = u16::from_le_bytes([body[9], body[10]]) as usize;
     match body[8] {
         KIND_JUNK => Ok((address, true, total)),
-        KIND_DATA => {
-            if body.len() < BODY_BYTES_MIN + n * STREAM_HEADER_BYTES {
+        kind @ (KIND_DATA | KIND_DATA_WITH_ID) => {
+            let headers_start = headers_start(kind);
+            if body.len() < headers_start + n * STREAM_HEADER_BYTES {
                 return Err(RecordError::Malformed("stream headers exceed the body"));
             }
             for i in 0..n {
-                let at = BODY_BYTES_MIN + i * STREAM_HEADER_BYTES;
+                let at = headers_start + i * STREAM_HEADER_BYTES;
                 let mut id = [0u8; 16];
                 id.copy_from_slice(&body[at..at + 16]);
                 on_stream(StreamId(u128::from_le_bytes(id)));
@@ -247,6 +281,7 @@ mod tests {
 
     fn data(payload: &[u8], streams: &[(u128, Option<u64>)]) -> Stored {
         Stored::Data(Entry {
+            id: None,
             streams: streams
                 .iter()
                 .map(|(s, bp)| StreamHeader {
@@ -258,6 +293,16 @@ mod tests {
         })
     }
 
+    fn with_id(value: Stored, client: u64, seq: u64) -> Stored {
+        match value {
+            Stored::Data(mut e) => {
+                e.id = Some(AppendId { client, seq });
+                Stored::Data(e)
+            }
+            Stored::Junk => Stored::Junk,
+        }
+    }
+
     #[test]
     fn records_round_trip() {
         for (addr, value) in [
@@ -267,12 +312,29 @@ mod tests {
                 u64::MAX - 1,
                 data(b"hello", &[(1, None), (u128::MAX, Some(3))]),
             ),
+            (3, with_id(data(b"", &[]), 1, 1)),
+            (
+                9,
+                with_id(
+                    data(b"payload", &[(5, Some(2)), (6, None)]),
+                    u64::MAX,
+                    u64::MAX,
+                ),
+            ),
         ] {
             let mut buf = Vec::new();
             encode(addr, &value, &mut buf);
             assert_eq!(buf.len(), encoded_len(&value));
             let (rec, used) = decode(&buf, 1 << 20).unwrap();
             assert_eq!(used, buf.len());
+            let mut scanned = Vec::new();
+            let (at, junk, len) = scan(&buf, 1 << 20, |s| scanned.push(s)).unwrap();
+            assert_eq!((at, junk, len), (addr, value == Stored::Junk, buf.len()));
+            let streams: Vec<StreamId> = match &value {
+                Stored::Data(e) => e.streams.iter().map(|h| h.stream).collect(),
+                Stored::Junk => Vec::new(),
+            };
+            assert_eq!(scanned, streams);
             assert_eq!(
                 rec,
                 Record {
@@ -287,12 +349,19 @@ mod tests {
     fn every_flipped_byte_is_detected() {
         let mut buf = Vec::new();
         encode(42, &data(b"payload bytes", &[(9, Some(1))]), &mut buf);
+        encode(
+            43,
+            &with_id(data(b"more", &[(9, Some(42))]), 7, 8),
+            &mut buf,
+        );
         for i in 0..buf.len() {
             for bit in 0..8 {
                 let mut bad = buf.clone();
                 bad[i] ^= 1 << bit;
+                let first = decode(&bad, 1 << 20);
+                let both = first.and_then(|(_, used)| decode(&bad[used..], 1 << 20));
                 assert!(
-                    decode(&bad, 1 << 20).is_err(),
+                    both.is_err(),
                     "flip of bit {bit} of byte {i} went unnoticed"
                 );
             }

@@ -347,6 +347,7 @@ mod tests {
         LogUnitRequest::Write(AddressedEntry {
             address,
             entry: Entry {
+                id: None,
                 streams: vec![],
                 payload: b"x".to_vec(),
             },
@@ -431,6 +432,7 @@ mod tests {
             LogUnitRequest::WriteBatch(vec![AddressedEntry {
                 address: 4,
                 entry: Entry {
+                    id: None,
                     streams: vec![],
                     payload: b"y".to_vec(),
                 },

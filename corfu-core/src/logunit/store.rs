@@ -141,6 +141,7 @@ pub(crate) mod conformance {
 
     pub fn entry(payload: &str, streams: &[(u128, Option<Address>)]) -> Stored {
         Stored::Data(Entry {
+            id: None,
             streams: streams
                 .iter()
                 .map(|(s, bp)| StreamHeader {

@@ -220,7 +220,7 @@ impl FrameDecoder {
 mod tests {
     use super::*;
     use crate::types::{ClusterId, StreamId};
-    use crate::wire::logunit::{AddressedEntry, Entry, LogUnitRequest, StreamHeader};
+    use crate::wire::logunit::{AddressedEntry, AppendId, Entry, LogUnitRequest, StreamHeader};
     use crate::wire::{Header, Request, RequestFrame, Response, ResponseFrame, PROTOCOL_VERSION};
     use proptest::prelude::*;
 
@@ -245,6 +245,10 @@ mod tests {
                     AddressedEntry {
                         address: 42,
                         entry: Entry {
+                            id: Some(AppendId {
+                                client: 0x0123_4567_89ab_cdef,
+                                seq: 7,
+                            }),
                             streams: vec![StreamHeader {
                                 stream: StreamId::from_name("accounts"),
                                 backpointer: Some(17),
@@ -255,6 +259,7 @@ mod tests {
                     AddressedEntry {
                         address: 43,
                         entry: Entry {
+                            id: None,
                             streams: vec![],
                             payload: vec![0xAB; 300],
                         },
@@ -356,6 +361,7 @@ mod tests {
             body: Request::LogUnit(LogUnitRequest::Write(AddressedEntry {
                 address: 0,
                 entry: Entry {
+                    id: None,
                     streams: vec![],
                     payload: vec![1; 4096],
                 },

@@ -19,9 +19,24 @@ pub struct StreamHeader {
     pub backpointer: Option<Address>,
 }
 
-/// A data entry: its streams and an opaque payload.
+/// Who appended an entry: a client's random id and the append's number
+/// within that client. A writer that finds data at its address decides by
+/// this identity whether the data is its own, never by the bytes alone:
+/// two appends of identical bytes are still two appends.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AppendId {
+    /// Chosen at random by each client when it connects.
+    pub client: u64,
+    /// Counts the client's appends from 1.
+    pub seq: u64,
+}
+
+/// A data entry: its identity, its streams and an opaque payload.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
+    /// The append that wrote it; `None` for entries written without one
+    /// (by tools, tests and records of earlier versions).
+    pub id: Option<AppendId>,
     /// The streams the entry belongs to (possibly none).
     pub streams: Vec<StreamHeader>,
     /// The application's bytes; the log never looks inside.

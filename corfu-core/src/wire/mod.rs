@@ -35,12 +35,12 @@ use crate::types::{ClusterId, Epoch, Role};
 
 /// Version of this wire protocol. A node refuses requests of another version
 /// (and the TLS handshake already refuses clients whose ALPN differs).
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// ALPN protocol name negotiated in the TLS handshake; it carries the
 /// protocol version so mismatched peers fail at connect time with a clear
 /// error instead of sending archives the other side cannot read.
-pub const ALPN: &[u8] = b"corfu/1";
+pub const ALPN: &[u8] = b"corfu/2";
 
 /// Fields every request carries.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
