@@ -807,6 +807,27 @@ async fn a_restarted_active_sequencer_serves_again_without_a_command() {
     assert!(last.epoch > cluster.first.epoch, "{last:?}");
 }
 
+/// Item 7 of issue 14: a restarted log unit (the chain's middle member,
+/// hosting no sequencer) is SIGKILLed and started again at once on its data
+/// directory. Whether the detectors removed it meanwhile or it came back
+/// before they noticed, appends go on, and nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_log_unit_serves_again_without_a_command() {
+    let _turn = TURN.lock().await;
+    let mut cluster = start_cluster(&[1], false).await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the restart").await;
+    cluster.nodes[1].child.kill().unwrap();
+    cluster.restart(2);
+    let restarted = Instant::now();
+    load.resume(300, "appends after the unit restarted").await;
+    eprintln!(
+        "restart of n2 (middle of the chain) -> 300 more appends acknowledged: {} ms",
+        restarted.elapsed().as_millis()
+    );
+    load.finish(&cluster.config).await;
+}
+
 /// Item 7 of issue 14: every node restarts at once (a power loss). The
 /// log units come back at their sealed epoch, every sequencer has lost its
 /// state; the detectors seal, and appends go on with every acknowledged

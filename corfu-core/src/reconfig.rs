@@ -1,7 +1,7 @@
 //! Reconfiguration (CORFU §3.4, DESIGN §4 "Layout service"): seal the
 //! current epoch, compute the next layout from the tails the seal returned,
 //! decide it through the Paxos layout service, and bootstrap the new
-//! epoch's sequencer from those tails.
+//! epoch's sequencer at the layout's grant range.
 //!
 //! [`plan`] is the pure rule: the next layout for a [`Change`] given the
 //! current layout and the recovered tail. [`Reconfigurer`] is the driver.
@@ -10,9 +10,17 @@
 //! - **Seal first.** Every log unit of the current layout (except a node
 //!   being removed) must acknowledge `Seal(e + 1)`; from then on it refuses
 //!   writes of epoch `e`, so the tails it reports bound every write that
-//!   can still be acknowledged in `e`. Sequencers are sealed as well, on a
-//!   best-effort basis: a sequencer that missed the seal can only hand out
-//!   tokens of epoch `e`, whose writes the sealed units refuse.
+//!   can still be acknowledged in `e`. Sequencers are sealed as well, and
+//!   answer with their incarnation and how far they granted in `e`; a
+//!   sequencer that missed the seal can only hand out tokens of epoch `e`,
+//!   whose writes the sealed units refuse, and its tails stop being served
+//!   when its lease runs out.
+//! - **No address is granted twice.** The next sequencer starts at
+//!   `max(T, K)` when the sealed active sequencer reported its next address
+//!   `K` for `e`, otherwise at `max(T, bound of e's grants)`; `[T, start)`
+//!   becomes a void range (junk without I/O). The new active sequencer is
+//!   one that answered the seal, bootstrapped as that incarnation, once.
+//!   See ARCHITECTURE.md, "Sequencer" and "Reconfiguration".
 //! - **The tail.** `T` is one past the highest address any sealed unit
 //!   holds (and at least every trim mark and the open segment's start).
 //!   Every acknowledged entry is on every member of its chain, so any one
@@ -43,10 +51,12 @@
 //!   reaches the others' length by adding further units as chain members
 //!   (they join the shortest chain). The unit must hold no data.
 //! - **Racing engines are safe.** Sealing is idempotent and Paxos decides
-//!   one layout per epoch. An engine whose proposal lost adopts the decided
-//!   layout and still makes sure its sequencer is bootstrapped, from tails
-//!   read again after the decision (a bootstrap never lowers a sequencer
-//!   that already granted in that epoch).
+//!   one layout per epoch. Only the engine whose own proposal was decided
+//!   (committed by a majority) bootstraps the sequencer; an engine whose
+//!   proposal lost adopts the decided layout and leaves the bootstrap to
+//!   the winner. A decided epoch whose sequencer never got its bootstrap is
+//!   repaired by the next reconfiguration (the detectors seal a sequencer
+//!   that answers but does not serve).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -147,7 +157,8 @@ pub enum ReconfigError {
         current: Epoch,
     },
     /// The layout was decided but its sequencer could not be bootstrapped;
-    /// appends wait until a later reconfiguration (or a retry) does it.
+    /// appends wait until a later reconfiguration (a detector's seal, or
+    /// one run by hand) starts the next epoch's sequencer.
     #[error(
         "epoch {epoch} is decided but its sequencer {node} could not be bootstrapped: {reason}"
     )]
