@@ -879,3 +879,42 @@ async fn two_dead_sequencers_hand_over_to_a_live_one() {
     let last = load.finish(&cluster.config).await;
     assert_eq!(last.active_sequencer().unwrap().node_id, "n5", "{last:?}");
 }
+
+/// Issue 16, item 1: two members of the chain SIGKILLed together. Removed
+/// one at a time, each removal waited for the seal of the other dead node
+/// and the cluster never answered again; the detectors now remove every
+/// unreachable node in one reconfiguration.
+async fn kill_two_during_appends(sequencers: &[usize], a: usize, b: usize) -> Layout {
+    let mut cluster = start_cluster(sequencers, false).await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the kills").await;
+    let killed_at = Instant::now();
+    cluster.nodes[a - 1].child.kill().unwrap();
+    cluster.nodes[b - 1].child.kill().unwrap();
+    load.resume(300, "appends after both kills").await;
+    eprintln!(
+        "SIGKILL n{a} and n{b} together (failure_timeout_ms = {FAILURE_TIMEOUT_MS}) -> 300 more appends acknowledged: {} ms",
+        killed_at.elapsed().as_millis()
+    );
+    let last = load.finish(&cluster.config).await;
+    for gone in [format!("n{a}"), format!("n{b}")] {
+        assert!(!chain_ids(&last).contains(&gone), "{gone} in {last:?}");
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_killed_chain_members_are_removed_together() {
+    let _turn = TURN.lock().await;
+    let last = kill_two_during_appends(&[1], 2, 3).await;
+    assert_eq!(chain_ids(&last), ["n1"], "{last:?}");
+    assert_eq!(last.active_sequencer().unwrap().node_id, "n1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_killed_head_sequencer_and_middle_are_removed_together() {
+    let _turn = TURN.lock().await;
+    let last = kill_two_during_appends(&[1, 3], 1, 2).await;
+    assert_eq!(chain_ids(&last), ["n3"], "{last:?}");
+    assert_eq!(last.active_sequencer().unwrap().node_id, "n3");
+}

@@ -299,8 +299,14 @@ pub fn peers_to_watch(layout: &Layout, me: &str) -> BTreeMap<String, String> {
 /// Why `node` cannot be removed from `layout` (the last unit of a chain,
 /// the only sequencer), if it cannot.
 pub fn removal_refused(layout: &Layout, node: &str) -> Option<String> {
+    removals_refused(layout, &[node.to_string()])
+}
+
+/// Why removing all of `nodes` in one reconfiguration is impossible
+/// (the last units of a stripe, every sequencer), or `None`.
+pub fn removals_refused(layout: &Layout, nodes: &[String]) -> Option<String> {
     let start = layout.open_segment().map_or(0, |s| s.start);
-    plan(layout, &Change::RemoveNode(node.to_string()), start)
+    plan(layout, &Change::RemoveNodes(nodes.to_vec()), start)
         .err()
         .map(|e| e.to_string())
 }
@@ -459,8 +465,14 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             continue;
         }
         let now = Instant::now();
+        // Every node found unreachable goes in one removal: two dead
+        // members of a chain removed one at a time would each wait for the
+        // other's seal, and neither removal could finish.
+        let mut gone: Vec<String> = Vec::new();
         for peer in book.due(now) {
-            if let Some(why) = removal_refused(current, &peer) {
+            let mut with = gone.clone();
+            with.push(peer.clone());
+            if let Some(why) = removals_refused(current, &with) {
                 if book.warn_once(&peer) {
                     tracing::warn!(node = %me, peer = %peer, reason = %why,
                         "failure detector: an unreachable node cannot be removed");
@@ -473,18 +485,26 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
                 "failure detector: removing an unreachable node"
             );
             book.reacted(&peer, now);
-            // Bound to the epoch the evidence is about: once the layout
-            // moves on (the node removed by another detector, perhaps
-            // added back since), this removal stops; fresh evidence
-            // against the new layout starts a new one.
-            let engine = Reconfigurer::new(endpoint.clone(), servers.clone())
-                .only_up_to_epoch(current.epoch);
-            reactions.spawn(async move {
-                let result = engine.reconfigure(&Change::RemoveNode(peer.clone())).await;
-                (peer, result)
-            });
-            break;
+            gone = with;
         }
+        if gone.is_empty() {
+            continue;
+        }
+        // Bound to the epoch the evidence is about: once the layout moves
+        // on (the nodes removed by another detector, perhaps added back
+        // since), this removal stops; fresh evidence against the new
+        // layout starts a new one.
+        let engine =
+            Reconfigurer::new(endpoint.clone(), servers.clone()).only_up_to_epoch(current.epoch);
+        let change = if gone.len() == 1 {
+            Change::RemoveNode(gone[0].clone())
+        } else {
+            Change::RemoveNodes(gone.clone())
+        };
+        reactions.spawn(async move {
+            let result = engine.reconfigure(&change).await;
+            (gone.join(","), result)
+        });
     }
 }
 
@@ -655,6 +675,31 @@ mod tests {
         assert!(removal_refused(&only, "n2")
             .unwrap()
             .contains("only sequencer"));
+    }
+
+    #[test]
+    fn several_nodes_are_removed_together_unless_that_empties_a_chain() {
+        let l = layout(&[1, 2, 3], &[1, 4]);
+        let two = ["n2".to_string(), "n3".to_string()];
+        assert_eq!(removals_refused(&l, &two), None);
+        let next = plan(&l, &Change::RemoveNodes(two.to_vec()), 10).unwrap();
+        assert_eq!(next.open_segment().unwrap().stripes[0].chain, [node(1)]);
+        assert_eq!(next.open_segment().unwrap().start, 10);
+        // The head and the active sequencer with a middle member.
+        let next = plan(&l, &Change::RemoveNodes(vec!["n1".into(), "n2".into()]), 10).unwrap();
+        assert_eq!(next.open_segment().unwrap().stripes[0].chain, [node(3)]);
+        assert_eq!(next.sequencers, [node(4)]);
+        // Nodes already gone are skipped, as long as one is left to remove.
+        assert!(plan(&l, &Change::RemoveNodes(vec!["n9".into(), "n3".into()]), 10).is_ok());
+        assert!(plan(&l, &Change::RemoveNodes(vec!["n9".into()]), 10).is_err());
+        let all = ["n1".to_string(), "n2".to_string(), "n3".to_string()];
+        assert!(removals_refused(&l, &all)
+            .unwrap()
+            .contains("are every log unit"));
+        let sequencers = ["n1".to_string(), "n4".to_string()];
+        assert!(removals_refused(&l, &sequencers)
+            .unwrap()
+            .contains("every sequencer"));
     }
 
     #[test]

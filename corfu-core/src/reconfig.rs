@@ -86,6 +86,11 @@ pub enum Change {
     /// failover: the next one listed takes over, bootstrapped from the
     /// sealed tails.
     RemoveNode(String),
+    /// Remove several nodes in one reconfiguration (overlapping failures):
+    /// none of them is waited for by the seal, so two dead members of a
+    /// chain do not wait for each other. Nodes already gone from the layout
+    /// are skipped; at least one must still be in it.
+    RemoveNodes(Vec<String>),
     /// Add the log unit `node`. As a chain member (`stripe: false`) it
     /// joins the shortest chain of the open segment (as its tail), receives
     /// the older segments of that chain by state transfer, and then joins
@@ -97,6 +102,17 @@ pub enum Change {
         /// Add a stripe instead of joining a chain.
         stripe: bool,
     },
+}
+
+impl Change {
+    /// The nodes the change removes (none for other changes).
+    pub fn removed(&self) -> Vec<&str> {
+        match self {
+            Change::RemoveNode(node) => vec![node.as_str()],
+            Change::RemoveNodes(nodes) => nodes.iter().map(String::as_str).collect(),
+            Change::Seal | Change::AddNode { .. } => Vec::new(),
+        }
+    }
 }
 
 /// A reconfiguration could not be completed.
@@ -235,25 +251,34 @@ pub fn plan(current: &Layout, change: &Change, tail: Address) -> Result<Layout, 
             next.epoch = current.epoch.saturating_add(1);
             current.validate_successor(&next)?;
         }
-        Change::RemoveNode(node) => {
-            let is = |n: &NodeAddr| n.node_id == *node;
-            let in_chains = current
-                .segments
-                .iter()
-                .flat_map(|s| &s.stripes)
-                .any(|s| s.chain.iter().any(is));
-            if !in_chains && !current.sequencers.iter().any(is) {
+        Change::RemoveNode(_) | Change::RemoveNodes(_) => {
+            let mut gone: Vec<&str> = change
+                .removed()
+                .into_iter()
+                .filter(|node| mentions(current, node))
+                .collect();
+            gone.sort_unstable();
+            gone.dedup();
+            if gone.is_empty() {
+                let names = change.removed().join(", ");
                 return Err(ReconfigError::Invalid(format!(
-                    "node {node} is neither a log unit nor a sequencer of epoch {}",
+                    "node {names} is neither a log unit nor a sequencer of epoch {}",
                     current.epoch
                 )));
             }
+            let names = gone.join(", ");
+            let is = |n: &NodeAddr| gone.contains(&n.node_id.as_str());
             for segment in &mut next.segments {
                 for (index, stripe) in segment.stripes.iter_mut().enumerate() {
                     stripe.chain.retain(|n| !is(n));
                     if stripe.chain.is_empty() {
+                        let whom = if gone.len() == 1 {
+                            format!("node {names} is the last log unit")
+                        } else {
+                            format!("nodes {names} are every log unit")
+                        };
                         return Err(ReconfigError::Invalid(format!(
-                            "node {node} is the last log unit of stripe {index} of the segment from {}: removing it would lose that stripe",
+                            "{whom} of stripe {index} of the segment from {}: removing them would lose that stripe",
                             segment.start
                         )));
                     }
@@ -261,9 +286,11 @@ pub fn plan(current: &Layout, change: &Change, tail: Address) -> Result<Layout, 
             }
             next.sequencers.retain(|n| !is(n));
             if next.sequencers.is_empty() {
-                return Err(ReconfigError::Invalid(format!(
-                    "node {node} is the only sequencer"
-                )));
+                return Err(ReconfigError::Invalid(if gone.len() == 1 {
+                    format!("node {names} is the only sequencer")
+                } else {
+                    format!("nodes {names} are every sequencer")
+                }));
             }
             let open_start = next.open_segment().map_or(0, |s| s.start);
             let stripes: Vec<Stripe> = next
@@ -396,16 +423,21 @@ impl Step<'_> {
     fn done_in(&self, current: &Layout, attempt: u32) -> Result<bool, ReconfigError> {
         match *self {
             Step::Change(Change::Seal) => Ok(false),
-            Step::Change(Change::RemoveNode(node)) => {
-                let known =
-                    attempt > 0 || current.layout_servers.iter().any(|n| n.node_id == *node);
-                if !mentions(current, node) && !known {
+            Step::Change(change @ (Change::RemoveNode(_) | Change::RemoveNodes(_))) => {
+                let nodes = change.removed();
+                let present = nodes.iter().any(|node| mentions(current, node));
+                let known = attempt > 0
+                    || nodes
+                        .iter()
+                        .any(|node| current.layout_servers.iter().any(|n| n.node_id == *node));
+                if !present && !known {
                     return Err(ReconfigError::Invalid(format!(
-                        "node {node} is not in the layout of epoch {} (already removed, or never a member)",
+                        "node {} is not in the layout of epoch {} (already removed, or never a member)",
+                        nodes.join(", "),
                         current.epoch
                     )));
                 }
-                Ok(!mentions(current, node))
+                Ok(!present)
             }
             Step::Change(Change::AddNode { node, .. }) => {
                 Ok(current.open_segment().is_some_and(|open| {
@@ -706,10 +738,10 @@ impl Reconfigurer {
                 floor = merge_tails([&tails]).0;
             }
             let excused = match step {
-                Step::Change(Change::RemoveNode(node)) => Some(node.as_str()),
-                _ => None,
+                Step::Change(change) => change.removed(),
+                Step::Join { .. } => Vec::new(),
             };
-            let sealed = self.seal(&current, epoch, excused).await?;
+            let sealed = self.seal(&current, epoch, &excused).await?;
             let (tail, stream_tails) = merge_tails(&sealed.tails);
             let tail = tail.max(floor);
             let mut proposal = match step {
@@ -856,16 +888,15 @@ impl Reconfigurer {
         &self,
         layout: &Layout,
         epoch: Epoch,
-        excused: Option<&str>,
+        excused: &[&str],
     ) -> Result<Sealed, ReconfigError> {
-        let mut units = layout.all_log_units();
-        // A node being removed is sealed too, but not waited for: it is
-        // usually dead, and what only it holds was never acknowledged.
-        if let Some(gone) = units
-            .iter()
-            .position(|u| Some(u.node_id.as_str()) == excused)
-        {
-            let unit = units.remove(gone);
+        let (gone, units): (Vec<_>, Vec<_>) = layout
+            .all_log_units()
+            .into_iter()
+            .partition(|u| excused.contains(&u.node_id.as_str()));
+        // Nodes being removed are sealed too, but not waited for: they are
+        // usually dead, and what only they hold was never acknowledged.
+        for unit in gone {
             let peer = self.endpoint.peer(&unit.addr);
             // Short: a late seal could otherwise reach the node restarted on
             // its address and seal it into an epoch it is not part of.
@@ -879,7 +910,7 @@ impl Reconfigurer {
         let sequencers = layout.sequencers.iter().map(|s| async move {
             let request = Request::Sequencer(SequencerRequest::Seal { epoch });
             let peer = self.endpoint.peer(&s.addr);
-            if Some(s.node_id.as_str()) == excused {
+            if excused.contains(&s.node_id.as_str()) {
                 // Fenced if alive, but counted as silent: it is going.
                 tokio::spawn(async move {
                     let _ = peer.call_timeout(epoch, request, SEAL_TIMEOUT_GONE).await;
