@@ -918,3 +918,34 @@ async fn the_killed_head_sequencer_and_middle_are_removed_together() {
     assert_eq!(chain_ids(&last), ["n3"], "{last:?}");
     assert_eq!(last.active_sequencer().unwrap().node_id, "n3");
 }
+
+/// Issue 16, item 2: a reconfigurer that sealed the log units at `e + 1`
+/// and stopped before sealing the sequencers or proposing (the test sends
+/// those seals itself). The units refused every write of epoch `e` and no
+/// layout `e + 1` existed: the cluster never answered again (15 s) until
+/// the detectors learnt to finish such a seal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_half_done_seal_of_the_units_is_finished_without_a_command() {
+    let _turn = TURN.lock().await;
+    let cluster = start_cluster(&[1], false).await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the half-done seal").await;
+    let endpoint = cluster.config.endpoint().unwrap();
+    let epoch = cluster.first.epoch + 1;
+    let sealed_at = Instant::now();
+    for unit in cluster.first.all_log_units() {
+        let answer = endpoint
+            .peer(&unit.addr)
+            .call(epoch, Request::LogUnit(LogUnitRequest::Seal { epoch }))
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::LogUnit(_)), "{answer:?}");
+    }
+    load.resume(300, "appends after the half-done seal").await;
+    eprintln!(
+        "units sealed at epoch {epoch} with no layout -> 300 more appends acknowledged: {} ms",
+        sealed_at.elapsed().as_millis()
+    );
+    let last = load.finish(&cluster.config).await;
+    assert!(last.epoch > cluster.first.epoch, "{last:?}");
+}

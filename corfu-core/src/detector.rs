@@ -60,9 +60,11 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::layout::Layout;
 use crate::layout_service::proposer::fetch_layout;
 use crate::reconfig::{plan, Change, ReconfigError, Reconfigured, Reconfigurer};
-use crate::transport::ClientEndpoint;
+use crate::transport::{ClientEndpoint, Peer};
+use crate::types::Epoch;
+use crate::wire::logunit::LogUnitRequest;
 use crate::wire::sequencer::{SequencerRequest, SequencerResponse};
-use crate::wire::{Request, Response};
+use crate::wire::{Request, Response, ServerErrorKind};
 
 /// The `[failure_detector]` table of a node config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +298,45 @@ pub fn peers_to_watch(layout: &Layout, me: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// What one probe of a peer found.
+#[derive(Debug, Clone, Copy)]
+struct Probed {
+    /// The peer answered, and (a log unit) is serving.
+    answered: bool,
+    /// For a log unit: the committed epoch it was probed at.
+    unit_epoch: Option<Epoch>,
+    /// The log unit answered that it is sealed past that epoch.
+    sealed_ahead: bool,
+}
+
+/// Probes a peer: a log unit with a read of an address nobody writes at
+/// the committed epoch `unit_epoch` (a unit that answers `Unavailable`,
+/// fail-stopped or not in that epoch, serves nothing and counts as not
+/// answering; one sealed past the epoch is noted), any other node with a
+/// ping.
+async fn probe(target: &Peer, unit_epoch: Option<Epoch>, timeout: Duration) -> Probed {
+    let Some(epoch) = unit_epoch else {
+        let answered = target.call_timeout(0, Request::Ping, timeout).await.is_ok();
+        return Probed {
+            answered,
+            unit_epoch,
+            sealed_ahead: false,
+        };
+    };
+    let request = Request::LogUnit(LogUnitRequest::Read { address: u64::MAX });
+    let (answered, sealed_ahead) = match target.call_timeout(epoch, request, timeout).await {
+        Ok(Response::WrongEpoch { current }) => (true, current > epoch),
+        Ok(Response::Error(e)) if e.kind == ServerErrorKind::Unavailable => (false, false),
+        Ok(_) => (true, false),
+        Err(_) => (false, false),
+    };
+    Probed {
+        answered,
+        unit_epoch,
+        sealed_ahead,
+    }
+}
+
 /// Why `node` cannot be removed from `layout` (the last unit of a chain,
 /// the only sequencer), if it cannot.
 pub fn removal_refused(layout: &Layout, node: &str) -> Option<String> {
@@ -337,7 +378,10 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
     let mut servers = vec![own_addr];
     let mut layout: Option<Layout> = None;
     let mut addrs: BTreeMap<String, String> = BTreeMap::new();
-    let mut probes: JoinSet<(String, Instant, bool)> = JoinSet::new();
+    let mut probes: JoinSet<(String, Instant, Probed)> = JoinSet::new();
+    // Log units sealed past the committed epoch (a reconfiguration that
+    // sealed them and stopped before deciding), keyed `node@epoch`.
+    let mut ahead = ProbeBook::new(timeout);
     // The active sequencer of the current layout, keyed `node@epoch` so a
     // new epoch starts from no evidence: does it serve?
     let mut serving = ProbeBook::new(timeout);
@@ -349,8 +393,12 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
         tokio::select! {
             _ = interval.tick() => {}
             Some(done) = probes.join_next() => {
-                if let Ok((peer, sent, answered)) = done {
-                    book.record(&peer, sent, answered);
+                if let Ok((peer, sent, probed)) = done {
+                    book.record(&peer, sent, probed.answered);
+                    if let Some(epoch) = probed.unit_epoch {
+                        let key = format!("{peer}@{epoch}");
+                        ahead.record(&key, sent, !probed.sealed_ahead);
+                    }
                 }
                 continue;
             }
@@ -362,10 +410,11 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             }
             Some(done) = reactions.join_next() => {
                 match done {
-                    // A seal restarting a sequencer (its key is `node@epoch`).
+                    // A seal restarting a sequencer or finishing a half-done
+                    // reconfiguration (its key is `node@epoch`).
                     Ok((key, Ok(r))) if key.contains('@') => tracing::warn!(
-                        node = %me, sequencer = %key, epoch = r.layout.epoch, won = r.won,
-                        "failure detector: sealed; the sequencer serves again"
+                        node = %me, reason = %key, epoch = r.layout.epoch, won = r.won,
+                        "failure detector: sealed; the new epoch serves"
                     ),
                     Ok((peer, Ok(r))) if r.won => tracing::warn!(
                         node = %me, removed = %peer, epoch = r.layout.epoch,
@@ -394,6 +443,7 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             tracing::warn!(node = %me, "failure detector was stalled; forgetting its evidence");
         }
         serving.tick(now);
+        ahead.tick(now);
         match tokio::time::timeout(probe_timeout, fetch_layout(&endpoint, &servers)).await {
             Ok(Ok(fresh)) => {
                 if layout.as_ref().is_none_or(|l| fresh.epoch >= l.epoch) {
@@ -411,15 +461,22 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             Err(_) => tracing::debug!(node = %me, "failure detector: layout read timed out"),
         }
         let Some(current) = &layout else { continue };
+        ahead.watch(
+            addrs
+                .keys()
+                .filter(|peer| current.is_log_unit(peer))
+                .map(|peer| format!("{peer}@{}", current.epoch)),
+        );
         for peer in book.to_probe() {
             let Some(addr) = addrs.get(&peer) else {
                 continue;
             };
             let target = endpoint.peer(addr);
+            let unit_epoch = current.is_log_unit(&peer).then_some(current.epoch);
             probes.spawn(async move {
                 let sent = Instant::now();
-                let answer = target.call_timeout(0, Request::Ping, probe_timeout).await;
-                (peer, sent, answer.is_ok())
+                let probed = probe(&target, unit_epoch, probe_timeout).await;
+                (peer, sent, probed)
             });
         }
         let active = current
@@ -450,12 +507,22 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             continue;
         }
         let now = Instant::now();
-        if let Some(key) = serving.due(now).into_iter().next() {
+        let sealed_ahead = ahead.due(now).into_iter().next();
+        if let Some(key) = &sealed_ahead {
             tracing::warn!(
-                node = %me, sequencer = %key, epoch = current.epoch,
-                "failure detector: the active sequencer answers but does not serve; sealing to restart it"
+                node = %me, unit = %key, epoch = current.epoch,
+                "failure detector: a log unit is sealed past the committed epoch (a reconfiguration stopped half-way); sealing to finish it"
             );
-            serving.reacted(&key, now);
+            ahead.reacted(key, now);
+        }
+        if let Some(key) = sealed_ahead.or_else(|| serving.due(now).into_iter().next()) {
+            if serving.due(now).contains(&key) {
+                tracing::warn!(
+                    node = %me, sequencer = %key, epoch = current.epoch,
+                    "failure detector: the active sequencer answers but does not serve; sealing to restart it"
+                );
+                serving.reacted(&key, now);
+            }
             let engine = Reconfigurer::new(endpoint.clone(), servers.clone())
                 .only_up_to_epoch(current.epoch);
             reactions.spawn(async move {
