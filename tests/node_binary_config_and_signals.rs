@@ -219,7 +219,10 @@ fn good_config_serves_ping_and_exits_zero_on_sigterm() {
     assert_eq!(info["node_id"], "n1");
     assert_eq!(info["cluster_id"], cluster_id.trim());
     assert_eq!(info["roles"], serde_json::json!(["sequencer", "log_unit"]));
-    assert_eq!(info["protocol_version"], 1);
+    assert_eq!(
+        info["protocol_version"],
+        corfu::core::wire::PROTOCOL_VERSION
+    );
     assert_eq!(info["software_version"], env!("CARGO_PKG_VERSION"));
     for (seq, pong) in lines[1..].iter().enumerate() {
         assert_eq!(pong["addr"], node.addr.as_str());
