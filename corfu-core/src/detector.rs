@@ -507,6 +507,48 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             continue;
         }
         let now = Instant::now();
+        // Every node found unreachable goes in one removal: two dead
+        // members of a chain removed one at a time would each wait for the
+        // other's seal, and neither removal could finish.
+        let mut gone: Vec<String> = Vec::new();
+        for peer in book.due(now) {
+            let mut with = gone.clone();
+            with.push(peer.clone());
+            if let Some(why) = removals_refused(current, &with) {
+                if book.warn_once(&peer) {
+                    tracing::warn!(node = %me, peer = %peer, reason = %why,
+                        "failure detector: an unreachable node cannot be removed");
+                }
+                continue;
+            }
+            tracing::warn!(
+                node = %me, peer = %peer, epoch = current.epoch,
+                unreachable_ms = book.unreachable_for(&peer, now).unwrap_or_default().as_millis() as u64,
+                "failure detector: removing an unreachable node"
+            );
+            book.reacted(&peer, now);
+            gone = with;
+        }
+        if !gone.is_empty() {
+            // Bound to the epoch the evidence is about: once the layout
+            // moves on (the nodes removed by another detector, perhaps
+            // added back since), this removal stops. A removal goes before
+            // a seal: it seals the next epoch too (finishing a half-done
+            // seal), while a seal would wait for the unreachable units.
+            let engine = Reconfigurer::new(endpoint.clone(), servers.clone())
+                .only_up_to_epoch(current.epoch);
+            let change = if gone.len() == 1 {
+                Change::RemoveNode(gone[0].clone())
+            } else {
+                Change::RemoveNodes(gone.clone())
+            };
+            reactions.spawn(async move {
+                let result = engine.reconfigure(&change).await;
+                (gone.join(","), result)
+            });
+            continue;
+        }
+        let now = Instant::now();
         let sealed_ahead = ahead.due(now).into_iter().next();
         if let Some(key) = &sealed_ahead {
             tracing::warn!(
@@ -531,47 +573,6 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             });
             continue;
         }
-        let now = Instant::now();
-        // Every node found unreachable goes in one removal: two dead
-        // members of a chain removed one at a time would each wait for the
-        // other's seal, and neither removal could finish.
-        let mut gone: Vec<String> = Vec::new();
-        for peer in book.due(now) {
-            let mut with = gone.clone();
-            with.push(peer.clone());
-            if let Some(why) = removals_refused(current, &with) {
-                if book.warn_once(&peer) {
-                    tracing::warn!(node = %me, peer = %peer, reason = %why,
-                        "failure detector: an unreachable node cannot be removed");
-                }
-                continue;
-            }
-            tracing::warn!(
-                node = %me, peer = %peer, epoch = current.epoch,
-                unreachable_ms = book.unreachable_for(&peer, now).unwrap_or_default().as_millis() as u64,
-                "failure detector: removing an unreachable node"
-            );
-            book.reacted(&peer, now);
-            gone = with;
-        }
-        if gone.is_empty() {
-            continue;
-        }
-        // Bound to the epoch the evidence is about: once the layout moves
-        // on (the nodes removed by another detector, perhaps added back
-        // since), this removal stops; fresh evidence against the new
-        // layout starts a new one.
-        let engine =
-            Reconfigurer::new(endpoint.clone(), servers.clone()).only_up_to_epoch(current.epoch);
-        let change = if gone.len() == 1 {
-            Change::RemoveNode(gone[0].clone())
-        } else {
-            Change::RemoveNodes(gone.clone())
-        };
-        reactions.spawn(async move {
-            let result = engine.reconfigure(&change).await;
-            (gone.join(","), result)
-        });
     }
 }
 
