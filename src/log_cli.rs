@@ -348,12 +348,17 @@ async fn append(args: AppendArgs) -> anyhow::Result<()> {
             }
             None => read_stdin(max as usize).await?,
         };
-        let (value, result) = if bytes > max as usize {
+        // Measured as the client and the log units measure it.
+        let entry_bytes = corfu_core::logunit::record::body_len(bytes, ids.len(), true);
+        let (value, result) = if entry_bytes > max as usize {
             // Refused before connecting; stdin was read only up to the
             // limit, so only a preview of it can be shown.
             (
                 preview(&payload),
-                Err(ClientError::EntryTooLarge { bytes, max }),
+                Err(ClientError::EntryTooLarge {
+                    bytes: entry_bytes,
+                    max,
+                }),
             )
         } else {
             let value = String::from_utf8_lossy(&payload).into_owned();

@@ -206,6 +206,23 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Large entries read back through `read_range` (1 MiB entries by
+    /// default), against the transport's bulk rate (bare quinn, same TLS
+    /// and windows, the same bytes on one stream).
+    Read {
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Entries written, then read by each run.
+        #[arg(long, default_value_t = 64)]
+        entries: usize,
+        /// Payload bytes per entry.
+        #[arg(long, default_value_t = 1 << 20)]
+        entry_bytes: usize,
+        /// Timed runs per side, alternating (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Every benchmark in turn (rpc, logunit, sequencer, append, objects),
     /// then etcd 3.4 with the same value size and client counts
     /// (bench/peer-etcd/run.sh); --report DIR writes report.md with every
@@ -439,6 +456,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{}", serde_json::to_string(&report)?);
                     } else {
                         print_rpc(&report);
+                    }
+                    Ok(())
+                }
+                BenchCommand::Read {
+                    json,
+                    entries,
+                    entry_bytes,
+                    runs,
+                } => {
+                    anyhow::ensure!(entries > 0, "--entries must be positive");
+                    anyhow::ensure!(runs > 0, "--runs must be positive");
+                    let cfg = bench::read::ReadBenchConfig {
+                        entries,
+                        entry_bytes,
+                        runs,
+                    };
+                    let report = bench::read::run(&cfg).await?;
+                    if json {
+                        println!("{}", serde_json::to_string(&report)?);
+                    } else {
+                        bench::read::print(&report);
                     }
                     Ok(())
                 }

@@ -98,6 +98,7 @@ async fn identical_appends_granted_one_address_are_not_taken_for_each_other() {
             Arc::new(MemoryStore::new()),
             LogUnitLimits {
                 read_batch_max: 64,
+                read_bytes_max: 1 << 20,
                 wait_for_sync: false,
             },
         ),

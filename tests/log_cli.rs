@@ -240,16 +240,19 @@ async fn log_commands_against_a_local_cluster() {
     run.assert_one_error_line("missing config");
     assert!(run.stderr.contains("missing.toml"), "{}", run.stderr);
 
-    // Entries over a small `[client] entry_bytes_max`.
+    // Entries over a small `[client] entry_bytes_max`: 16 bytes of
+    // payload in no stream (an entry is measured as the log units measure
+    // their records: the payload plus 27 bytes plus 24 per stream).
     let text = std::fs::read_to_string(cluster.client_config_path()).unwrap();
     assert!(!text.contains("[client]"));
     let small = cluster.dir().join("small.toml");
-    std::fs::write(&small, format!("{text}\n[client]\nentry_bytes_max = 16\n")).unwrap();
+    std::fs::write(&small, format!("{text}\n[client]\nentry_bytes_max = 43\n")).unwrap();
     let s = path_str(&small);
     let run = corfu_log(&["append", "--cluster", s, &"y".repeat(17)], None).await;
     run.assert_one_error_line("append too large");
     assert!(
-        run.stderr.contains("exceeds the limit of 16 bytes"),
+        run.stderr
+            .contains("entry of 44 bytes exceeds the limit of 43 bytes"),
         "{}",
         run.stderr
     );
@@ -348,4 +351,58 @@ async fn log_read_skips_the_void_a_failover_left() {
     );
     assert_eq!(lines.last(), Some(&format!("{after} data after").as_str()));
     assert_eq!(lines.len(), 2, "{lines:?}");
+}
+
+/// Three 7 MB entries on one stream (issue 15: more than one frame of
+/// 16 MiB together): `log stream` and `log read` print all three. A read
+/// answer used to hold every entry asked, and one past the frame limit
+/// failed every read covering them for good.
+#[tokio::test(flavor = "multi_thread")]
+async fn log_stream_reads_entries_larger_than_a_frame_together() {
+    const BYTES: usize = 7_000_000;
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = within(
+        20,
+        "cluster start",
+        LocalCluster::start(
+            &dir.path().join("c"),
+            3,
+            LocalOptions {
+                // 7 MB fdatasyncs would only make the test slow.
+                sync: corfu::core::logunit::SyncPolicy::Never,
+                ..LocalOptions::default()
+            },
+        ),
+    )
+    .await
+    .expect("start the cluster");
+    let c = path_str(cluster.client_config_path()).to_string();
+    let c = c.as_str();
+    for i in 0..3u8 {
+        let value = vec![b'a' + i; BYTES];
+        let run = corfu_log(&["append", "--cluster", c, "--stream", "big"], Some(&value)).await;
+        run.assert_ok("append 7 MB");
+    }
+    let run = corfu_log(&["stream", "--cluster", c, "big", "--json"], None).await;
+    run.assert_ok("stream");
+    let lines = run.json_lines();
+    assert_eq!(lines.len(), 3, "{:?}", run.stderr);
+    for (i, obj) in lines.iter().enumerate() {
+        assert_eq!(obj["address"], i as u64);
+        assert_eq!(obj["bytes"], BYTES as u64);
+        let value = obj["value"].as_str().unwrap();
+        assert!(value.len() == BYTES && value.bytes().all(|b| b == b'a' + i as u8));
+    }
+    let run = corfu_log(&["read", "--cluster", c, "0", "--to", "3"], None).await;
+    run.assert_ok("read 0 --to 3");
+    let lines = run.lines();
+    assert_eq!(lines.len(), 3);
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.starts_with(&format!("{i} data {}", (b'a' + i as u8) as char))
+                && line.contains("... (7000000 bytes)"),
+            "{line}"
+        );
+    }
+    cluster.shutdown().await;
 }

@@ -100,7 +100,8 @@ impl ClientConfig {
             return Err("field `cluster_id`: the all-zero id is reserved".into());
         }
         self.transport.validate()?;
-        self.client.validate()
+        self.client.validate()?;
+        self.client.check_frame(self.transport.frame_bytes_max)
     }
 
     /// A client endpoint trusting the cluster CA (and presenting the client

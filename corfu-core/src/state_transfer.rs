@@ -29,8 +29,9 @@
 //!   it kept a write that was never acknowledged, and the transfer stops
 //!   with [`TransferError::Diverged`] rather than let that value be read.
 //! - **Bounded.** Batches of at most [`TRANSFER_BATCH_ADDRESSES_MAX`]
-//!   addresses and [`TRANSFER_WRITE_BYTES_MAX`] bytes per write, one batch
-//!   at a time; transient failures are retried [`TRANSFER_RETRIES_MAX`]
+//!   addresses and of what one read answer of the source holds (the unit's
+//!   byte budget, just under a frame), [`TRANSFER_WRITE_BYTES_MAX`] bytes
+//!   per write, one batch at a time; transient failures are retried [`TRANSFER_RETRIES_MAX`]
 //!   times with back-off (the layout is refetched: a dead source may have
 //!   been removed); a newer epoch is followed as long as the unit stays in
 //!   the open segment and the parts' segments are unchanged. Progress is
@@ -324,9 +325,15 @@ impl StateTransfer {
             let mut from = part.first();
             while from < part.segment_end {
                 let batch = part.batch(&layout, from, TRANSFER_BATCH_ADDRESSES_MAX);
-                let Some(&last) = batch.last() else { break };
+                if batch.is_empty() {
+                    break;
+                }
+                // A prefix of the batch, as much as one read answer held.
                 let done = self.batch(&mut layout, part, &batch).await?;
                 report.add(&done);
+                let Some(&last) = batch.get((done.addresses as usize).max(1) - 1) else {
+                    break;
+                };
                 from = last + part.stripes as u64;
                 if report.addresses >= logged + TRANSFER_PROGRESS_EVERY_ADDRESSES {
                     logged = report.addresses;
@@ -474,8 +481,11 @@ impl StateTransfer {
         )))
     }
 
-    /// Reads `addresses` (ascending) from `unit`, continuing while it
-    /// answers only a prefix (its own batch limit).
+    /// Reads a prefix of `addresses` (ascending, not empty) from `unit`:
+    /// as many as it answers in one request (its batch limit and its
+    /// answer's byte budget; at least one). The caller copies those and
+    /// continues after them, so a batch of large entries is never held in
+    /// memory at once.
     async fn read(
         &self,
         epoch: Epoch,
@@ -483,30 +493,27 @@ impl StateTransfer {
         addresses: &[Address],
         contiguous: bool,
     ) -> Result<Vec<ReadOutcome>, Again> {
-        let mut out = Vec::with_capacity(addresses.len());
-        let mut rest = addresses;
-        while let (Some(&first), Some(&last)) = (rest.first(), rest.last()) {
-            let request = if contiguous {
-                LogUnitRequest::ReadRange {
-                    from: first,
-                    to: last + 1,
-                }
-            } else {
-                LogUnitRequest::ReadBatch(rest.to_vec())
-            };
-            match self.call(epoch, unit, request).await? {
-                LogUnitResponse::Reads(reads)
-                    if !reads.is_empty()
-                        && reads.len() <= rest.len()
-                        && reads.iter().zip(rest).all(|((a, _), b)| a == b) =>
-                {
-                    rest = &rest[reads.len()..];
-                    out.extend(reads.into_iter().map(|(_, o)| o));
-                }
-                other => return Err(Self::unexpected(unit, &other)),
+        let (Some(&first), Some(&last)) = (addresses.first(), addresses.last()) else {
+            return Ok(Vec::new());
+        };
+        let request = if contiguous {
+            LogUnitRequest::ReadRange {
+                from: first,
+                to: last + 1,
             }
+        } else {
+            LogUnitRequest::ReadBatch(addresses.to_vec())
+        };
+        match self.call(epoch, unit, request).await? {
+            LogUnitResponse::Reads(reads)
+                if !reads.is_empty()
+                    && reads.len() <= addresses.len()
+                    && reads.iter().zip(addresses).all(|((a, _), b)| a == b) =>
+            {
+                Ok(reads.into_iter().map(|(_, o)| o).collect())
+            }
+            other => Err(Self::unexpected(unit, &other)),
         }
-        Ok(out)
     }
 
     /// Completes a hole at `address` on `chain` by the readers' rule: the
@@ -585,11 +592,13 @@ impl StateTransfer {
         let tail = chain
             .last()
             .ok_or_else(|| TransferError::Failed("an empty chain".into()))?;
+        let mut values = self.read(epoch, tail, addresses, part.stripes == 1).await?;
+        // The source answered a prefix: this round copies only that.
+        let addresses = &addresses[..values.len()];
         let mut report = TransferReport {
             addresses: addresses.len() as u64,
             ..TransferReport::default()
         };
-        let mut values = self.read(epoch, tail, addresses, part.stripes == 1).await?;
         let holes: Vec<usize> = (0..values.len())
             .filter(|&i| values[i] == ReadOutcome::Unwritten)
             .collect();

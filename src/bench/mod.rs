@@ -5,6 +5,7 @@ pub mod all;
 pub mod append;
 pub mod logunit;
 pub mod objects;
+pub mod read;
 pub mod report;
 pub mod rpc;
 pub mod sequencer;

@@ -52,15 +52,16 @@ impl Job {
         streams: &[StreamId],
         max: u32,
     ) -> Result<Job, ClientError> {
-        if payload.len() > max as usize {
-            return Err(ClientError::EntryTooLarge {
-                bytes: payload.len(),
-                max,
-            });
-        }
         let mut streams = streams.to_vec();
         streams.sort_unstable();
         streams.dedup();
+        // The record body, as the log units measure it against their own
+        // limit: an entry accepted here is never refused there as too
+        // large (with equal limits).
+        let bytes = crate::logunit::record::body_len(payload.len(), streams.len(), true);
+        if bytes > max as usize {
+            return Err(ClientError::EntryTooLarge { bytes, max });
+        }
         Ok(Job {
             id,
             payload,

@@ -23,10 +23,11 @@ pub enum ClientError {
         /// Its answer.
         error: ServerError,
     },
-    /// The payload exceeds `entry_bytes_max`.
+    /// The entry exceeds `entry_bytes_max`.
     #[error("entry of {bytes} bytes exceeds the limit of {max} bytes")]
     EntryTooLarge {
-        /// The payload's size.
+        /// The entry's size: its payload plus 27 bytes plus 24 per stream
+        /// (the log units' record body, which the limit is about).
         bytes: usize,
         /// The limit.
         max: u32,

@@ -713,6 +713,9 @@ impl LogClient {
         options: LogClientOptions,
     ) -> Result<LogClient, ConnectError> {
         options.validate().map_err(ConnectError::Options)?;
+        options
+            .check_frame(endpoint.config().frame_bytes_max)
+            .map_err(ConnectError::Options)?;
         let layout = fetch_layout(&endpoint, &layout_servers)
             .await
             .map_err(|e| ClientError::Unavailable(e.to_string()))?;

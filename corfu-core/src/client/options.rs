@@ -49,8 +49,13 @@ pub struct LogClientOptions {
     /// Batches being written at once; while all are busy, new appends
     /// queue up and form the next, larger batch.
     pub batches_in_flight_max: u32,
-    /// Largest payload accepted by `append` (the log units enforce their
-    /// own `entry_bytes_max` too).
+    /// Largest entry accepted by `append`, measured as the log units
+    /// measure their own `entry_bytes_max`: the record body, that is the
+    /// payload plus 27 bytes plus 24 per stream
+    /// ([`crate::logunit::record::body_len`]). With the same value on both
+    /// sides (the default, 8 MiB), every entry the client accepts is
+    /// accepted by the units; a client allowing more than its units gets
+    /// their refusal. It must fit a frame (`transport.frame_bytes_max`).
     pub entry_bytes_max: u32,
     /// Addresses asked of a log unit in one read request.
     pub read_batch_max: u32,
@@ -98,6 +103,12 @@ impl LogClientOptions {
                 return Err(format!("field `client.{name}`: must be positive"));
             }
         }
+        let empty = crate::logunit::record::body_len(0, 0, true);
+        if (self.entry_bytes_max as usize) < empty {
+            return Err(format!(
+                "field `client.entry_bytes_max`: at least {empty} (the record of an empty entry)"
+            ));
+        }
         if self.batch_entries_max > 65_536 {
             return Err("field `client.batch_entries_max`: at most 65536".into());
         }
@@ -108,6 +119,17 @@ impl LogClientOptions {
             return Err("fields `client.*_in_flight_max`: at most 1024".into());
         }
         Ok(())
+    }
+
+    /// Checks that the largest entry `entry_bytes_max` allows fits frames
+    /// of `frame_bytes_max` (the transport's); the error names both fields.
+    pub fn check_frame(&self, frame_bytes_max: u32) -> Result<(), String> {
+        crate::wire::logunit::check_entry_fits_frame(
+            self.entry_bytes_max,
+            frame_bytes_max,
+            "client.entry_bytes_max",
+            "transport.frame_bytes_max",
+        )
     }
 
     pub(crate) fn hole_fill_timeout(&self) -> Duration {

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 use super::index::AddressIndex;
 use super::record::{self, RecordError, Stored, HEADER_BYTES, MAGIC};
-use super::store::{LogStore, Put, StoreError, Ticket};
+use super::store::{LogStore, Put, ReadBudget, StoreError, Ticket};
 use crate::types::{Address, Epoch, StreamId};
 use crate::wire::logunit::{ReadOutcome, Tails};
 
@@ -552,6 +552,12 @@ fn read_record(
     Ok(rec.value)
 }
 
+/// Takes `outcomes` into `budget` in order; the index of the first that
+/// does not fit, if any.
+fn over_budget(budget: &mut ReadBudget, outcomes: &[ReadOutcome]) -> Option<usize> {
+    outcomes.iter().position(|o| !budget.take(o.wire_bytes()))
+}
+
 /// Records read by one `pread` in `get_many` span at most this many bytes.
 const SPAN_BYTES_MAX: u64 = 1 << 20;
 
@@ -886,6 +892,14 @@ impl LogStore for FileStore {
     }
 
     fn get_many(&self, addresses: &[Address]) -> Result<Vec<ReadOutcome>, StoreError> {
+        self.get_prefix(addresses, usize::MAX)
+    }
+
+    fn get_prefix(
+        &self,
+        addresses: &[Address],
+        bytes_max: usize,
+    ) -> Result<Vec<ReadOutcome>, StoreError> {
         // Under the lock: answers that need no I/O, and where the others
         // live.
         let mut out = Vec::with_capacity(addresses.len());
@@ -922,8 +936,11 @@ impl LogStore for FileStore {
             }
         }
         // Without the lock: runs of records close together in one segment
-        // are read with one pread each.
+        // are read with one pread each. The answer stops at the budget: a
+        // record's size is known from its header before it is read whole.
         let body_max = self.inner.config.entry_bytes_max;
+        let mut budget = ReadBudget::new(bytes_max);
+        let mut counted = 0; // outcomes of `out` taken into the budget
         let mut span = Vec::new();
         let mut k = 0;
         while k < plan.len() {
@@ -941,6 +958,16 @@ impl LogStore for FileStore {
             let have = read_span(file, &mut span, *base)
                 .map_err(io(format!("read address {}", addresses[plan[k].0])))?;
             for (i, file, _, offset) in &plan[k..end] {
+                if let Some(cut) = over_budget(&mut budget, &out[counted..*i]) {
+                    out.truncate(counted + cut);
+                    return Ok(out);
+                }
+                let at = (offset - base) as usize;
+                let size = span.get(at..have).and_then(record::peek_wire_bytes);
+                if size.is_some_and(|size| !budget.fits(size)) {
+                    out.truncate(*i);
+                    return Ok(out);
+                }
                 let address = addresses[*i];
                 let stored = match record_in_span(
                     &span[..have],
@@ -961,8 +988,16 @@ impl LogStore for FileStore {
                         return Err(e);
                     }
                 };
+                if !budget.take(out[*i].wire_bytes()) {
+                    out.truncate(*i);
+                    return Ok(out);
+                }
+                counted = *i + 1;
             }
             k = end;
+        }
+        if let Some(cut) = over_budget(&mut budget, &out[counted..]) {
+            out.truncate(counted + cut);
         }
         Ok(out)
     }

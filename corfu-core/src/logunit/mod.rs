@@ -21,4 +21,4 @@ pub use file::{FileStore, LogUnitConfig, SyncPolicy};
 pub use memory::MemoryStore;
 pub use record::Stored;
 pub use service::{LogUnitLimits, LogUnitService};
-pub use store::{LogStore, Put, StoreError, Ticket};
+pub use store::{LogStore, Put, ReadBudget, StoreError, Ticket};

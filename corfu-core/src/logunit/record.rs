@@ -28,7 +28,8 @@ pub const MAGIC: u32 = u32::from_le_bytes(*b"CRF1");
 pub const HEADER_BYTES: usize = 12;
 /// Smallest body: address, kind, stream count.
 pub const BODY_BYTES_MIN: usize = 11;
-const STREAM_HEADER_BYTES: usize = 24;
+/// Bytes of one stream header in a record.
+pub const STREAM_HEADER_BYTES: usize = 24;
 const KIND_DATA: u8 = 1;
 const KIND_JUNK: u8 = 2;
 const KIND_DATA_WITH_ID: u8 = 3;
@@ -84,17 +85,23 @@ pub enum RecordError {
     Malformed(&'static str),
 }
 
+/// Bytes of the body of a data record holding `payload` bytes in
+/// `streams` streams, with an append id or not: the quantity a log unit's
+/// `entry_bytes_max` limits (and a client's, which checks it before
+/// sending).
+pub const fn body_len(payload: usize, streams: usize, with_id: bool) -> usize {
+    BODY_BYTES_MIN
+        + if with_id { APPEND_ID_BYTES } else { 0 }
+        + streams * STREAM_HEADER_BYTES
+        + payload
+}
+
 /// Bytes the record of `value` takes.
 pub fn encoded_len(value: &Stored) -> usize {
     HEADER_BYTES
-        + BODY_BYTES_MIN
         + match value {
-            Stored::Data(e) => {
-                e.id.map_or(0, |_| APPEND_ID_BYTES)
-                    + e.streams.len() * STREAM_HEADER_BYTES
-                    + e.payload.len()
-            }
-            Stored::Junk => 0,
+            Stored::Data(e) => body_len(e.payload.len(), e.streams.len(), e.id.is_some()),
+            Stored::Junk => BODY_BYTES_MIN,
         }
 }
 
@@ -165,6 +172,25 @@ pub fn record_len(bytes: &[u8], body_bytes_max: u32) -> Result<usize, RecordErro
         return Err(RecordError::BadLength(len));
     }
     Ok(HEADER_BYTES + len as usize)
+}
+
+/// What the record starting `bytes` adds to a read answer
+/// ([`crate::wire::logunit::ReadOutcome::wire_bytes`]), from its header and
+/// first body bytes alone, before the rest is read: `None` if `bytes` is
+/// too short to tell. The checksum is not checked, so the figure is only a
+/// hint; the record is checked when it is decoded.
+pub fn peek_wire_bytes(bytes: &[u8]) -> Option<usize> {
+    use crate::wire::logunit::{outcome_wire_bytes, OUTCOME_WIRE_BYTES};
+    let body = bytes.get(HEADER_BYTES..HEADER_BYTES + BODY_BYTES_MIN)?;
+    let len = u32_at(bytes, 4) as usize;
+    let n = u16::from_le_bytes([body[9], body[10]]) as usize;
+    Some(match body[8] {
+        kind @ (KIND_DATA | KIND_DATA_WITH_ID) => outcome_wire_bytes(
+            len.saturating_sub(headers_start(kind) + n * STREAM_HEADER_BYTES),
+            n,
+        ),
+        _ => OUTCOME_WIRE_BYTES,
+    })
 }
 
 /// The body of the record at the start of `bytes`, after checking its
@@ -300,6 +326,32 @@ mod tests {
                 Stored::Data(e)
             }
             Stored::Junk => Stored::Junk,
+        }
+    }
+
+    /// A read answer's budget is checked from a record's first bytes,
+    /// before the record is read whole: the figure must be the decoded
+    /// outcome's.
+    #[test]
+    fn a_records_header_tells_its_size_in_a_read_answer() {
+        use crate::wire::logunit::ReadOutcome;
+        for value in [
+            Stored::Junk,
+            data(b"", &[]),
+            data(&[9; 5000], &[(1, None), (2, Some(3))]),
+            with_id(data(&[1; 70], &[(5, Some(1))]), 3, 4),
+            with_id(data(b"", &[]), 1, 1),
+        ] {
+            let mut bytes = Vec::new();
+            encode(11, &value, &mut bytes);
+            assert_eq!(encoded_len(&value), bytes.len());
+            let outcome = match value {
+                Stored::Data(e) => ReadOutcome::Data(e),
+                Stored::Junk => ReadOutcome::Junk,
+            };
+            let head = &bytes[..HEADER_BYTES + BODY_BYTES_MIN];
+            assert_eq!(peek_wire_bytes(head), Some(outcome.wire_bytes()));
+            assert_eq!(peek_wire_bytes(&head[..head.len() - 1]), None);
         }
     }
 

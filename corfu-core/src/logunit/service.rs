@@ -28,6 +28,7 @@ use crate::transport::Service;
 use crate::types::{Address, Epoch};
 use crate::wire::logunit::{
     AddressedEntry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, WriteOutcome,
+    FRAME_ENVELOPE_BYTES,
 };
 use crate::wire::{Header, Request, Response, ServerErrorKind};
 
@@ -40,8 +41,22 @@ pub const BOOTSTRAP_EPOCH: Epoch = 1;
 pub struct LogUnitLimits {
     /// Addresses answered by one range or batch read at most.
     pub read_batch_max: u32,
+    /// Bytes of outcomes ([`ReadOutcome::wire_bytes`]) in one range or
+    /// batch read answer at most; the first address is answered whatever
+    /// its size. [`LogUnitLimits::read_bytes_max_for`] derives it from the
+    /// transport's frame limit.
+    pub read_bytes_max: usize,
     /// Whether writes must wait for a sync before they are acknowledged.
     pub wait_for_sync: bool,
+}
+
+impl LogUnitLimits {
+    /// The read budget that keeps every read answer within frames of
+    /// `frame_bytes_max`: the frame limit less the envelope
+    /// ([`FRAME_ENVELOPE_BYTES`]).
+    pub fn read_bytes_max_for(frame_bytes_max: u32) -> usize {
+        (frame_bytes_max as usize).saturating_sub(FRAME_ENVELOPE_BYTES)
+    }
 }
 
 /// The log unit role over a store.
@@ -103,11 +118,17 @@ impl<S: LogStore> LogUnitService<S> {
         self.store.get(address).map_err(store_error)
     }
 
+    /// Answers a prefix of `addresses`: at most `read_batch_max` of them
+    /// and `read_bytes_max` bytes of outcomes (at least the first); the
+    /// reader continues after it. Records past the budget are not read.
     fn reads(&self, addresses: impl Iterator<Item = Address>) -> Response {
         let addresses: Vec<Address> = addresses
             .take(self.limits.read_batch_max as usize)
             .collect();
-        match self.store.get_many(&addresses) {
+        match self
+            .store
+            .get_prefix(&addresses, self.limits.read_bytes_max)
+        {
             Ok(outcomes) => Response::LogUnit(LogUnitResponse::Reads(
                 addresses.into_iter().zip(outcomes).collect(),
             )),
@@ -321,6 +342,7 @@ mod tests {
             Arc::new(MemoryStore::new()),
             LogUnitLimits {
                 read_batch_max: 16,
+                read_bytes_max: 1 << 20,
                 wait_for_sync: false,
             },
         )
@@ -411,6 +433,99 @@ mod tests {
         );
     }
 
+    fn big(address: Address, byte: u8, len: usize) -> LogUnitRequest {
+        LogUnitRequest::Write(AddressedEntry {
+            address,
+            entry: Entry {
+                id: None,
+                streams: vec![],
+                payload: vec![byte; len],
+            },
+        })
+    }
+
+    fn answered(answer: &Response) -> Vec<Address> {
+        match answer {
+            Response::LogUnit(LogUnitResponse::Reads(reads)) => {
+                reads.iter().map(|(a, _)| *a).collect()
+            }
+            other => panic!("not a read answer: {other:?}"),
+        }
+    }
+
+    /// A range or batch read answers the prefix of its addresses that fits
+    /// the byte budget (at least one address), and does not read the
+    /// records past it: a corrupt record just past the budget does not
+    /// fail the read (it fails the next one, which starts there).
+    #[tokio::test]
+    async fn reads_answer_a_prefix_within_their_byte_budget() {
+        const MIB: usize = 1 << 20;
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        let s = LogUnitService::new(
+            Arc::new(store),
+            LogUnitLimits {
+                read_batch_max: 16,
+                read_bytes_max: 5 * MIB,
+                wait_for_sync: false,
+            },
+        );
+        let ok = Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Ok));
+        for a in 0..4u64 {
+            assert_eq!(call(&s, 1, big(a, a as u8, 2 * MIB)).await, ok);
+        }
+        assert_eq!(call(&s, 1, LogUnitRequest::Fill { address: 4 }).await, ok);
+        assert_eq!(call(&s, 1, write(5)).await, ok);
+        // Corrupt the last payload byte of address 2.
+        let segment = dir.path().join("seg-00000001.log");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        let end_of_2 = 3
+            * (super::super::record::encoded_len(&Stored::Data(Entry {
+                id: None,
+                streams: vec![],
+                payload: vec![0; 2 * MIB],
+            })) as u64);
+        std::os::unix::fs::FileExt::write_at(&file, &[0xEE], end_of_2 - 1).unwrap();
+
+        let range = |from, to| LogUnitRequest::ReadRange { from, to };
+        assert_eq!(answered(&call(&s, 1, range(0, 6)).await), vec![0, 1]);
+        assert_eq!(
+            answered(&call(&s, 1, LogUnitRequest::ReadBatch(vec![3, 0, 2, 1])).await),
+            vec![3, 0]
+        );
+        // The first address is answered whatever its size.
+        let s_small = LogUnitService::new(
+            s.store().clone(),
+            LogUnitLimits {
+                read_bytes_max: 100,
+                ..s.limits
+            },
+        );
+        assert_eq!(answered(&call(&s_small, 1, range(3, 6)).await), vec![3]);
+        // Junk and small entries after a big one fit with it.
+        assert_eq!(answered(&call(&s, 1, range(3, 6)).await), vec![3, 4, 5]);
+        let reads = call(&s, 1, range(0, 2)).await;
+        let Response::LogUnit(LogUnitResponse::Reads(reads)) = reads else {
+            panic!("{reads:?}");
+        };
+        for (a, outcome) in reads {
+            assert!(
+                matches!(&outcome, ReadOutcome::Data(e) if e.payload == vec![a as u8; 2 * MIB]),
+                "address {a}"
+            );
+        }
+        // The corrupt record is only met by a read that starts there.
+        let answer = call(&s, 1, range(2, 4)).await;
+        assert!(
+            matches!(&answer, Response::Error(e) if e.message.contains("corrupt")),
+            "{answer:?}"
+        );
+    }
+
     /// The answer of a unit that fail-stopped: `Unavailable` (which a
     /// client treats as an unknown outcome), naming the failed sync.
     fn stopped(answer: &Response) -> bool {
@@ -451,6 +566,7 @@ mod tests {
             Arc::new(store),
             LogUnitLimits {
                 read_batch_max: 16,
+                read_bytes_max: 1 << 20,
                 wait_for_sync: true,
             },
         );

@@ -68,6 +68,37 @@ pub enum StoreError {
     Stopped(String),
 }
 
+/// The byte budget of one read answer ([`LogStore::get_prefix`]): takes
+/// outcomes while they fit, and always the first.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBudget {
+    used: usize,
+    max: usize,
+}
+
+impl ReadBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> ReadBudget {
+        ReadBudget { used: 0, max }
+    }
+
+    /// Whether an outcome of `bytes` still fits: it does if it keeps the
+    /// total within the budget, or if it is the first. Taken if it fits.
+    pub fn take(&mut self, bytes: usize) -> bool {
+        if self.fits(bytes) {
+            self.used = self.used.saturating_add(bytes);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Whether an outcome of `bytes` would fit, without taking it.
+    pub fn fits(&self, bytes: usize) -> bool {
+        self.used == 0 || self.used.saturating_add(bytes) <= self.max
+    }
+}
+
 /// Durable write-once storage of one address space.
 ///
 /// **Fail-stop.** A store that can no longer tell what is durable (a sync
@@ -101,6 +132,29 @@ pub trait LogStore: Send + Sync + 'static {
     /// call. Stores override it to read neighbouring records at once.
     fn get_many(&self, addresses: &[Address]) -> Result<Vec<ReadOutcome>, StoreError> {
         addresses.iter().map(|a| self.get(*a)).collect()
+    }
+
+    /// What a prefix of `addresses` holds, in order, within a byte budget:
+    /// outcomes are taken while their [`ReadOutcome::wire_bytes`] add up to
+    /// at most `bytes_max`, and the first address is always answered (so
+    /// a reader that continues after the prefix always progresses). One
+    /// error fails the whole call. Stores override it so that records past
+    /// the budget are not read.
+    fn get_prefix(
+        &self,
+        addresses: &[Address],
+        bytes_max: usize,
+    ) -> Result<Vec<ReadOutcome>, StoreError> {
+        let mut out = Vec::new();
+        let mut budget = ReadBudget::new(bytes_max);
+        for &address in addresses {
+            let outcome = self.get(address)?;
+            if !budget.take(outcome.wire_bytes()) {
+                break;
+            }
+            out.push(outcome);
+        }
+        Ok(out)
     }
 
     /// The sealed epoch (0 before the first seal).
@@ -172,6 +226,7 @@ pub(crate) mod conformance {
         trim_hides_and_refuses(open());
         batches(open());
         many_reads_match_single_reads(open());
+        prefix_reads_keep_to_their_budget(open());
         concurrent_writers_one_winner(open());
         if let Some(reopen) = reopen {
             survives_reopen(open(), reopen);
@@ -294,6 +349,46 @@ pub(crate) mod conformance {
         assert!(matches!(single[8], ReadOutcome::Data(ref e) if e.payload.len() == 3000));
     }
 
+    /// `get_prefix` answers what `get_many` answers, cut at the budget:
+    /// the longest prefix whose outcomes' wire bytes fit, and never less
+    /// than the first address, whatever its size.
+    fn prefix_reads_keep_to_their_budget<S: LogStore>(s: S) {
+        let sizes = [100usize, 3000, 40, 70_000, 10, 2000, 5000];
+        for (a, len) in sizes.iter().enumerate() {
+            s.put(0, a as Address, &entry(&"v".repeat(*len), &[(1, None)]))
+                .unwrap();
+        }
+        s.put(0, 8, &Stored::Junk).unwrap();
+        let addresses: Vec<Address> = vec![0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 6, 0];
+        let all = s.get_many(&addresses).unwrap();
+        let bytes: Vec<usize> = all.iter().map(ReadOutcome::wire_bytes).collect();
+        let total: usize = bytes.iter().sum();
+        for max in [
+            0,
+            1,
+            99,
+            100,
+            228,
+            3300,
+            3500,
+            70_000,
+            80_000,
+            total - 1,
+            total,
+        ] {
+            let prefix = s.get_prefix(&addresses, max).unwrap();
+            let mut fit = 1;
+            while fit < all.len() && bytes[..=fit].iter().sum::<usize>() <= max {
+                fit += 1;
+            }
+            assert_eq!(prefix, all[..fit], "budget {max}");
+        }
+        assert_eq!(s.get_prefix(&addresses, usize::MAX).unwrap(), all);
+        assert_eq!(s.get_prefix(&[], 10).unwrap(), vec![]);
+        // The first address is answered even over the budget.
+        assert_eq!(s.get_prefix(&[3, 0], 10).unwrap(), all[3..4]);
+    }
+
     fn batches<S: LogStore>(s: S) {
         s.put(0, 101, &entry("first", &[])).unwrap();
         let items = vec![
@@ -359,6 +454,7 @@ pub(crate) mod conformance {
         is_stopped("get of written", s.get(1).err());
         is_stopped("get of unwritten", s.get(5).err());
         is_stopped("get_many", s.get_many(&[1, 5]).err());
+        is_stopped("get_prefix", s.get_prefix(&[1, 5], 1 << 20).err());
         is_stopped("put", s.put(0, 2, &entry("after", &[])).err());
         is_stopped("put_batch", s.put_batch(0, &[(3, Stored::Junk)]).err());
         is_stopped("seal", s.seal(2).err());

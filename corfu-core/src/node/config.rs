@@ -178,6 +178,16 @@ impl NodeConfig {
         }
         self.transport.validate()?;
         self.log_unit.validate()?;
+        if self.roles.contains(&Role::LogUnit) {
+            // The largest entry must fit one write request and one read
+            // answer.
+            crate::wire::logunit::check_entry_fits_frame(
+                self.log_unit.entry_bytes_max,
+                self.transport.frame_bytes_max,
+                "log_unit.entry_bytes_max",
+                "transport.frame_bytes_max",
+            )?;
+        }
         self.sequencer.validate()?;
         self.failure_detector.validate()?;
         Ok(())
@@ -273,6 +283,33 @@ roles = ["log_unit", "sequencer"]
         assert!(e.contains("`cluster_id`"), "{e}");
         let e = error_of("node_id = \n");
         assert!(e.contains("line 1"), "{e}");
+    }
+
+    /// An entry the unit accepts must fit a frame, or it could be written
+    /// (in a batch of its own) but never read back.
+    #[test]
+    fn the_largest_entry_must_fit_a_frame() {
+        let e = error_of(&format!("{GOOD}\n[transport]\nframe_bytes_max = 8388608\n"));
+        assert!(
+            e.contains("`log_unit.entry_bytes_max`")
+                && e.contains("`transport.frame_bytes_max` (8388608)")
+                && e.contains("raise"),
+            "{e}"
+        );
+        let e = error_of(&format!("{GOOD}\n[log_unit]\nentry_bytes_max = 16777216\n"));
+        assert!(e.contains("`log_unit.entry_bytes_max`"), "{e}");
+        // Smaller entries fit smaller frames (up to a third more in a
+        // frame than in a record: stream headers); a node without a log
+        // unit does not care.
+        parse(&format!(
+            "{GOOD}\n[transport]\nframe_bytes_max = 1048576\n[log_unit]\nentry_bytes_max = 700000\n"
+        ))
+        .unwrap();
+        parse(
+            &format!("{GOOD}\n[transport]\nframe_bytes_max = 8388608\n")
+                .replace("\"log_unit\", ", ""),
+        )
+        .unwrap();
     }
 
     #[test]

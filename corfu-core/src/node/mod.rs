@@ -368,6 +368,7 @@ async fn start_roles(
         );
         let limits = LogUnitLimits {
             read_batch_max: config.log_unit.read_batch_max,
+            read_bytes_max: LogUnitLimits::read_bytes_max_for(config.transport.frame_bytes_max),
             wait_for_sync: config.log_unit.sync == SyncPolicy::Always,
         };
         roles.insert(
