@@ -60,6 +60,8 @@ mod tails;
 
 pub use error::ClientError;
 pub use options::{HoleFillPolicy, LogClientOptions};
+#[doc(hidden)]
+pub use tails::set_tail_lead_hook;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

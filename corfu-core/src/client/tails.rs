@@ -14,10 +14,16 @@
 //! own, so no caller serves others for long; that task first lets the
 //! callers just answered register again, so they join it rather than wait
 //! a whole round for the next one.
+//!
+//! A round outlives the caller that runs it: if that caller gives up (its
+//! future is dropped, say by a timeout around a query or a transaction)
+//! while the round's request is out, the other callers the round took are
+//! handed back to the front of the queue and a task runs the next round
+//! for them; they are never failed for another caller's cancellation.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use tokio::sync::oneshot;
 
@@ -75,16 +81,19 @@ impl Inner {
             lead
         };
         if lead {
-            // Ends the round (continues or stops the rounds) even if this
-            // caller gives up while its round is out.
-            let _round = RoundGuard(self);
-            self.tail_round().await;
+            if let Some(hook) = LEAD_HOOK.get() {
+                hook();
+            }
+            // If this caller gives up while its round is out, the round
+            // hands the callers it took back and continues on a task.
+            let mut round = Round::new(self);
+            self.tail_round(&mut round.taken).await;
         }
         rx.await.unwrap_or(Err(ClientError::Closed))
     }
 
-    /// Called when a caller's round ends: if callers are waiting, runs the
-    /// next rounds on a task; otherwise counts the round as stopped.
+    /// Called when a round ends: if callers are waiting, runs the next
+    /// rounds on a task; otherwise counts the round as stopped.
     fn continue_rounds(&self) {
         let more = {
             let mut state = self.tail_rounds.lock();
@@ -97,14 +106,18 @@ impl Inner {
         if more {
             if let Some(inner) = self.me.upgrade() {
                 tokio::spawn(async move {
+                    // Hands its callers back and continues the rounds if
+                    // the task is dropped during a round.
+                    let mut round = Round::new(&inner);
                     loop {
                         // Let the callers just answered register again
                         // first, so they join this round.
                         tokio::task::yield_now().await;
-                        inner.tail_round().await;
+                        inner.tail_round(&mut round.taken).await;
                         let mut state = inner.tail_rounds.lock();
                         if state.waiting.is_empty() {
                             state.running -= 1;
+                            round.running = false;
                             return;
                         }
                     }
@@ -119,9 +132,12 @@ impl Inner {
         }
     }
 
-    /// One round: the waiting callers whose streams fit in one request.
-    async fn tail_round(&self) {
-        let round: Vec<Waiter> = {
+    /// One round: takes the waiting callers whose streams fit in one
+    /// request into `round`, asks the sequencer and answers them (emptying
+    /// `round`). If the round is dropped while its request is out, the
+    /// callers are still in `round` (see [`Round`]).
+    async fn tail_round(&self, round: &mut Vec<Waiter>) {
+        *round = {
             let mut state = self.tail_rounds.lock();
             let mut union = BTreeSet::new();
             let mut taken = 0;
@@ -148,7 +164,7 @@ impl Inner {
         if let Ok((next, _)) = &answer {
             self.known_tail.fetch_max(*next, Ordering::Relaxed);
         }
-        for (streams, tx) in round {
+        for (streams, tx) in round.drain(..) {
             let part = answer.clone().map(|(next, tails)| {
                 let mine = streams
                     .iter()
@@ -184,20 +200,62 @@ impl Inner {
     }
 }
 
-/// Ends a caller's round when dropped (after the round, or when the
-/// caller gave up during it), so a cancelled caller never leaves its round
-/// counted as running.
-struct RoundGuard<'a>(&'a Inner);
+/// A running round, owned by the caller or task that runs it. When
+/// dropped (the round's future was dropped: its caller gave up, or its
+/// task was cancelled), the callers it took but did not answer are handed
+/// back to the front of the queue, so they are answered by a later round
+/// rather than failed; then, if it still counts as running, the round ends
+/// (the rounds continue on a task or stop).
+struct Round<'a> {
+    inner: &'a Inner,
+    /// Callers taken and not yet answered.
+    taken: Vec<Waiter>,
+    /// Counted in `RoundState::running` until the drop.
+    running: bool,
+}
 
-impl Drop for RoundGuard<'_> {
-    fn drop(&mut self) {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            self.0.continue_rounds();
-        } else {
-            // No runtime to continue on: stop; the next caller starts over.
-            self.0.tail_rounds.lock().running -= 1;
+impl<'a> Round<'a> {
+    fn new(inner: &'a Inner) -> Round<'a> {
+        Round {
+            inner,
+            taken: Vec::new(),
+            running: true,
         }
     }
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        if !self.taken.is_empty() {
+            let mut state = self.inner.tail_rounds.lock();
+            // Callers that gave up (the leader itself, perhaps) are dropped.
+            let back = self.taken.drain(..).filter(|(_, tx)| !tx.is_closed());
+            state.waiting.splice(0..0, back);
+        }
+        if !self.running {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.inner.continue_rounds();
+        } else {
+            // No runtime to continue on: stop; the next caller starts over
+            // (and takes the callers handed back).
+            self.inner.tail_rounds.lock().running -= 1;
+        }
+    }
+}
+
+/// Called by every caller that leads a tail round, between registering and
+/// taking the round's callers (tests only; see [`set_tail_lead_hook`]).
+static LEAD_HOOK: OnceLock<fn()> = OnceLock::new();
+
+/// Test hook: `hook` runs in every caller that leads a tail round, after it
+/// registered and before its round takes the registered callers, so a test
+/// can let another caller register in between (and join that round). Set
+/// at most once per process; returns false if a hook was already set.
+#[doc(hidden)]
+pub fn set_tail_lead_hook(hook: fn()) -> bool {
+    LEAD_HOOK.set(hook).is_ok()
 }
 
 /// The client's self-reference, for continuing rounds on a task.

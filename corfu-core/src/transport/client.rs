@@ -1,6 +1,6 @@
 //! The client side: a QUIC endpoint and one multiplexed connection per peer.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,9 +11,10 @@ use dashmap::DashMap;
 use tokio::sync::{oneshot, Notify, Semaphore};
 
 use super::config::TransportConfig;
-use super::{describe_connection_error, TransportError, FRAME_ERROR_CODE};
+use super::{describe_connection_error, TransportError, FRAME_ERROR_CODE, STALLED_CODE};
 use crate::types::{ClusterId, Epoch};
 use crate::wire::frame::{FrameDecoder, FrameEncoder};
+use crate::wire::FrameError;
 
 use crate::wire::{Header, Request, RequestFrame, Response, ResponseFrame, PROTOCOL_VERSION};
 
@@ -207,19 +208,42 @@ impl Peer {
                 Err(_) => return Err(timed_out()),
             },
         };
-        let header = Header {
-            protocol_version: PROTOCOL_VERSION,
-            cluster_id: inner.cluster_id,
-            epoch,
-            request_id: 0,
-        };
-        let (request_id, rx) = stream.send(
-            header,
+        let mut frame = RequestFrame {
+            header: Header {
+                protocol_version: PROTOCOL_VERSION,
+                cluster_id: inner.cluster_id,
+                epoch,
+                request_id: 0,
+            },
             body,
-            deadline,
-            timeout,
-            inner.config.frame_bytes_max,
-        )?;
+        };
+        let config = &inner.config;
+        let limit = config.outbox_bytes_max as usize;
+        let send = |frame: &mut RequestFrame| {
+            stream.send(frame, deadline, timeout, config.frame_bytes_max, limit)
+        };
+        let (request_id, rx) = match send(&mut frame)? {
+            Some(sent) => sent,
+            // The outbox is full: wait for room, within the timeout.
+            None => loop {
+                let room = stream.room.notified();
+                tokio::pin!(room);
+                room.as_mut().enable();
+                if let Some(sent) = send(&mut frame)? {
+                    break sent;
+                }
+                if tokio::time::timeout_at(deadline.into(), room)
+                    .await
+                    .is_err()
+                {
+                    return Err(TransportError::OutboxFull {
+                        addr: inner.addr.clone(),
+                        held_bytes: stream.outbox_bytes() as u64,
+                        limit_bytes: limit as u64,
+                    });
+                }
+            },
+        };
         let mut guard = ForgetOnDrop {
             stream: &stream,
             request_id,
@@ -237,6 +261,18 @@ impl Peer {
                     reason: "stream closed".into(),
                 })),
         }
+    }
+
+    /// Bytes of encoded requests held for this peer and not yet taken by
+    /// QUIC (queued, or in the writer's hands), over the live connection's
+    /// streams; at most `outbox_bytes_max` per stream (see
+    /// [`TransportConfig::outbox_bytes_max`]). For tests and monitoring;
+    /// takes each stream's lock once.
+    pub fn outbox_bytes(&self) -> u64 {
+        let conn = self.inner.conn.load();
+        conn.as_ref()
+            .map(|c| c.streams.iter().map(|s| s.outbox_bytes() as u64).sum())
+            .unwrap_or(0)
     }
 
     /// A stream of the live connection, if there is one.
@@ -329,7 +365,13 @@ impl Peer {
                 .await
                 .map_err(|e| connect_error(&addr, &e))?;
             let stream = Arc::new(StreamShared::new(addr.clone()));
-            tokio::spawn(write_loop(send, stream.clone()));
+            tokio::spawn(write_loop(
+                send,
+                stream.clone(),
+                connection.clone(),
+                inner.config.write_batch_bytes_max as usize,
+                inner.config.request_timeout(),
+            ));
             tokio::spawn(read_loop(
                 recv,
                 stream.clone(),
@@ -467,8 +509,11 @@ struct StreamShared {
     /// When the reader last received bytes, in ns since `opened`.
     last_received_ns: AtomicU64,
     state: Mutex<StreamState>,
-    /// Wakes the writer when the outbox becomes non-empty or is closed.
+    /// Wakes the writer when the outbox becomes non-empty, is closed, or
+    /// the stream fails.
     writable: Notify,
+    /// Wakes the callers waiting for room in the outbox (all of them).
+    room: Notify,
     failed: AtomicBool,
 }
 
@@ -479,9 +524,150 @@ struct StreamState {
     /// No waiting request has a deadline before this (a lower bound).
     next_deadline: Option<Instant>,
     failed: Option<TransportError>,
-    outbox: Vec<u8>,
+    outbox: Outbox,
     encoder: FrameEncoder,
     closed: bool,
+}
+
+/// The encoded requests of one stream that QUIC has not taken yet, in
+/// order, counted against `outbox_bytes_max`.
+///
+/// Frames lie back to back in one buffer (no allocation per request). A
+/// frame whose caller gave up (timed out, or dropped its call) before the
+/// writer took it is marked dead and never sent; its bytes still count
+/// until the writer passes them or a compaction reclaims them, which
+/// happens once dead bytes make up half of what is queued (so each byte is
+/// moved at most about once, and at least half the limit is always usable).
+#[derive(Default)]
+struct Outbox {
+    /// Frames; the bytes before `head` were taken by the writer.
+    buf: Vec<u8>,
+    head: usize,
+    /// One per frame in `buf[head..]`, in request-id order.
+    frames: VecDeque<Queued>,
+    /// Bytes of dead frames in `buf[head..]`.
+    dead: usize,
+    /// Bytes the writer took that QUIC has not accepted yet.
+    writing: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Queued {
+    request_id: u64,
+    len: usize,
+    dead: bool,
+}
+
+impl Outbox {
+    /// Bytes held for the peer: queued (dead frames included until
+    /// reclaimed) and in the writer's hands.
+    fn held(&self) -> usize {
+        self.buf.len() - self.head + self.writing
+    }
+
+    /// Encodes `frame` at the end. `Ok(false)` (nothing queued) if it
+    /// would take the bytes held past `limit`; a frame alone is always
+    /// taken, so one larger than the limit waits for an empty outbox.
+    fn push(
+        &mut self,
+        encoder: &mut FrameEncoder,
+        frame: &RequestFrame,
+        frame_bytes_max: u32,
+        limit: usize,
+    ) -> Result<bool, FrameError> {
+        let mark = self.buf.len();
+        encoder.encode(frame, frame_bytes_max, &mut self.buf)?;
+        let len = self.buf.len() - mark;
+        let held = self.held();
+        if held > limit && held > len {
+            self.buf.truncate(mark);
+            return Ok(false);
+        }
+        self.frames.push_back(Queued {
+            request_id: frame.header.request_id,
+            len,
+            dead: false,
+        });
+        Ok(true)
+    }
+
+    /// Marks the frame of `request_id` dead if the writer has not taken it
+    /// yet; true if it did.
+    fn remove(&mut self, request_id: u64) -> bool {
+        let Ok(i) = self
+            .frames
+            .binary_search_by_key(&request_id, |q| q.request_id)
+        else {
+            return false;
+        };
+        let queued = &mut self.frames[i];
+        if queued.dead {
+            return false;
+        }
+        queued.dead = true;
+        self.dead += queued.len;
+        if self.dead * 2 >= self.buf.len() - self.head {
+            self.compact();
+        }
+        true
+    }
+
+    /// Moves the live frames to the front of the buffer, dropping the dead.
+    fn compact(&mut self) {
+        let mut from = self.head;
+        let mut to = 0;
+        for queued in &self.frames {
+            if !queued.dead {
+                self.buf.copy_within(from..from + queued.len, to);
+                to += queued.len;
+            }
+            from += queued.len;
+        }
+        self.buf.truncate(to);
+        self.head = 0;
+        self.frames.retain(|q| !q.dead);
+        self.dead = 0;
+    }
+
+    /// Moves whole live frames, in order, into `out` (empty on entry):
+    /// at least one, then as many as fit in `max` bytes. They count as
+    /// being written until [`Outbox::written`] is told.
+    fn take(&mut self, out: &mut Vec<u8>, max: usize) {
+        while let Some(&queued) = self.frames.front() {
+            if !queued.dead && !out.is_empty() && out.len() + queued.len > max {
+                break;
+            }
+            self.frames.pop_front();
+            let end = self.head + queued.len;
+            if queued.dead {
+                self.dead -= queued.len;
+            } else {
+                out.extend_from_slice(&self.buf[self.head..end]);
+            }
+            self.head = end;
+        }
+        if self.frames.is_empty() {
+            self.buf.clear();
+            self.head = 0;
+            if self.buf.capacity() > 4 << 20 {
+                self.buf = Vec::with_capacity(64 * 1024);
+            }
+        } else if self.head * 2 >= self.buf.len() {
+            self.buf.drain(..self.head);
+            self.head = 0;
+        }
+        self.writing += out.len();
+    }
+
+    /// QUIC accepted `n` bytes of what the writer took.
+    fn written(&mut self, n: usize) {
+        self.writing = self.writing.saturating_sub(n);
+    }
+
+    /// Drops everything (the stream failed).
+    fn clear(&mut self) {
+        *self = Outbox::default();
+    }
 }
 
 impl StreamShared {
@@ -492,6 +678,7 @@ impl StreamShared {
             last_received_ns: AtomicU64::new(0),
             state: Mutex::new(StreamState::default()),
             writable: Notify::new(),
+            room: Notify::new(),
             failed: AtomicBool::new(false),
         }
     }
@@ -501,17 +688,18 @@ impl StreamShared {
     }
 
     /// Assigns a request id, encodes the request into the outbox and
-    /// registers the caller.
+    /// registers the caller; `None` if the outbox has no room for it (see
+    /// [`Outbox::push`]).
     #[allow(clippy::type_complexity)]
     fn send(
         &self,
-        mut header: Header,
-        body: Request,
+        frame: &mut RequestFrame,
         deadline: Instant,
         timeout: Duration,
         frame_bytes_max: u32,
-    ) -> Result<(u64, oneshot::Receiver<Result<Response, TransportError>>), TransportError> {
-        let (reply, rx) = oneshot::channel();
+        limit: usize,
+    ) -> Result<Option<(u64, oneshot::Receiver<Result<Response, TransportError>>)>, TransportError>
+    {
         let (request_id, was_empty) = {
             let mut guard = self.lock();
             let state = &mut *guard;
@@ -519,18 +707,18 @@ impl StreamShared {
                 return Err(e.clone());
             }
             state.next_request_id += 1;
-            header.request_id = state.next_request_id;
-            let was_empty = state.outbox.is_empty();
-            state
-                .encoder
-                .encode(
-                    &RequestFrame { header, body },
-                    frame_bytes_max,
-                    &mut state.outbox,
-                )
+            frame.header.request_id = state.next_request_id;
+            let was_empty = state.outbox.frames.is_empty();
+            let queued = state
+                .outbox
+                .push(&mut state.encoder, frame, frame_bytes_max, limit)
                 .map_err(TransportError::Encode)?;
+            if !queued {
+                return Ok(None);
+            }
+            let (reply, rx) = oneshot::channel();
             state.waiting.insert(
-                header.request_id,
+                frame.header.request_id,
                 Waiting {
                     deadline,
                     timeout,
@@ -540,12 +728,17 @@ impl StreamShared {
             if state.next_deadline.is_none_or(|d| deadline < d) {
                 state.next_deadline = Some(deadline);
             }
-            (header.request_id, was_empty)
+            ((frame.header.request_id, rx), was_empty)
         };
         if was_empty {
             self.writable.notify_one();
         }
-        Ok((request_id, rx))
+        Ok(Some(request_id))
+    }
+
+    /// Bytes of encoded requests held for the peer (see [`Outbox::held`]).
+    fn outbox_bytes(&self) -> usize {
+        self.lock().outbox.held()
     }
 
     /// Delivers answers (one lock for a whole read).
@@ -564,8 +757,17 @@ impl StreamShared {
         }
     }
 
+    /// Forgets a request whose caller gave up; if it was not written
+    /// yet, it never will be.
     fn forget(&self, request_id: u64) {
-        self.lock().waiting.remove(&request_id);
+        let unsent = {
+            let mut state = self.lock();
+            state.waiting.remove(&request_id);
+            state.outbox.remove(request_id)
+        };
+        if unsent {
+            self.room.notify_waiters();
+        }
     }
 
     fn received(&self) {
@@ -573,13 +775,14 @@ impl StreamShared {
         self.last_received_ns.store(ns, Ordering::Relaxed);
     }
 
-    /// Fails the requests whose deadline has passed. If nothing at all has
+    /// Fails the requests whose deadline has passed (those not written yet
+    /// are dropped from the outbox, never sent). If nothing at all has
     /// arrived on the stream since such a request was sent, the peer is
     /// presumed gone (crashed, partitioned) and the whole stream fails, so
     /// the next request reconnects instead of waiting for QUIC's idle
     /// timeout.
     fn expire(&self, now: Instant) {
-        let expired: Vec<Waiting> = {
+        let (expired, unsent): (Vec<Waiting>, bool) = {
             let mut state = self.lock();
             if state.next_deadline.is_none_or(|d| now < d) {
                 return;
@@ -594,9 +797,16 @@ impl StreamShared {
                 .iter()
                 .filter_map(|id| state.waiting.remove(id))
                 .collect();
+            let mut unsent = false;
+            for id in &ids {
+                unsent |= state.outbox.remove(*id);
+            }
             state.next_deadline = state.waiting.values().map(|w| w.deadline).min();
-            expired
+            (expired, unsent)
         };
+        if unsent {
+            self.room.notify_waiters();
+        }
         let last_received =
             self.opened + Duration::from_nanos(self.last_received_ns.load(Ordering::Relaxed));
         let silent = expired.iter().any(|w| {
@@ -626,10 +836,13 @@ impl StreamShared {
             if state.failed.is_none() {
                 state.failed = Some(error.clone());
             }
-            state.outbox = Vec::new();
+            state.outbox.clear();
             self.failed.store(true, Ordering::Release);
             std::mem::take(&mut state.waiting)
         };
+        // The writer stops; callers waiting for room see the failure.
+        self.writable.notify_one();
+        self.room.notify_waiters();
         for (_, w) in waiting {
             let _ = w.reply.send(Err(error.clone()));
         }
@@ -679,47 +892,104 @@ async fn sweep_loop(streams: Vec<Arc<StreamShared>>) {
     }
 }
 
-async fn write_loop(mut send: quinn::SendStream, stream: Arc<StreamShared>) {
-    let mut spare = Vec::with_capacity(64 * 1024);
+/// Writes the stream's outbox, `batch_max` bytes at a time (whole
+/// frames). Stops when the stream is closed or fails. If QUIC takes none
+/// of a batch's bytes for `stall` (the peer stopped reading the stream:
+/// its flow-control window stays full), the stream fails and the whole
+/// connection is closed, so the next request reconnects and the callers
+/// learn why at once instead of at their timeouts.
+async fn write_loop(
+    mut send: quinn::SendStream,
+    stream: Arc<StreamShared>,
+    connection: quinn::Connection,
+    batch_max: usize,
+    stall: Duration,
+) {
+    let addr = &stream.addr;
+    let mut batch = Vec::with_capacity(64 * 1024);
     loop {
-        stream.writable.notified().await;
-        // Let the other runnable tasks queue their requests first, so one
-        // write carries many frames under load; when idle this costs one
-        // trip through the scheduler.
-        tokio::task::yield_now().await;
         let closed = {
             let mut state = stream.lock();
-            std::mem::swap(&mut state.outbox, &mut spare);
+            state.outbox.take(&mut batch, batch_max);
             state.closed
         };
-        if !spare.is_empty() {
-            if let Err(e) = send.write_all(&spare).await {
-                let addr = &stream.addr;
-                let err = match e {
-                    quinn::WriteError::ConnectionLost(c) => lost_error(addr, &c),
-                    quinn::WriteError::Stopped(code) if code == FRAME_ERROR_CODE.into() => {
-                        TransportError::ConnectionLost {
-                            addr: addr.clone(),
-                            reason: "the peer rejected a malformed frame and closed the stream"
-                                .into(),
-                        }
-                    }
-                    other => TransportError::ConnectionLost {
-                        addr: addr.clone(),
-                        reason: other.to_string(),
-                    },
-                };
-                stream.fail(err);
+        if stream.is_failed() {
+            let _ = send.reset(STALLED_CODE.into());
+            return;
+        }
+        if batch.is_empty() {
+            if closed {
+                let _ = send.finish();
                 return;
             }
-            spare.clear();
-            if spare.capacity() > 4 << 20 {
-                spare = Vec::with_capacity(64 * 1024);
+            stream.writable.notified().await;
+            // Let the other runnable tasks queue their requests first, so
+            // one write carries many frames under load; when idle this
+            // costs one trip through the scheduler.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let mut at = 0;
+        while at < batch.len() {
+            let stalled = tokio::time::sleep(stall);
+            tokio::pin!(stalled);
+            let written = loop {
+                tokio::select! {
+                    biased;
+                    written = send.write(&batch[at..]) => break Some(written),
+                    // A new request, or the stream failed: look again.
+                    () = stream.writable.notified() => {
+                        if stream.is_failed() {
+                            let _ = send.reset(STALLED_CODE.into());
+                            return;
+                        }
+                    }
+                    () = &mut stalled => break None,
+                }
+            };
+            match written {
+                Some(Ok(n)) => {
+                    at += n;
+                    stream.lock().outbox.written(n);
+                    stream.room.notify_waiters();
+                }
+                Some(Err(e)) => {
+                    let err = match e {
+                        quinn::WriteError::ConnectionLost(c) => lost_error(addr, &c),
+                        quinn::WriteError::Stopped(code) if code == FRAME_ERROR_CODE.into() => {
+                            TransportError::ConnectionLost {
+                                addr: addr.clone(),
+                                reason: "the peer rejected a malformed frame and closed the stream"
+                                    .into(),
+                            }
+                        }
+                        other => TransportError::ConnectionLost {
+                            addr: addr.clone(),
+                            reason: other.to_string(),
+                        },
+                    };
+                    stream.fail(err);
+                    return;
+                }
+                None => {
+                    let held = stream.outbox_bytes();
+                    tracing::warn!(peer = %addr, held_bytes = held, "the peer is not reading its requests; dropping the connection");
+                    stream.fail(TransportError::ConnectionLost {
+                        addr: addr.clone(),
+                        reason: format!(
+                            "the peer is not reading: it took none of our requests for {} ms \
+                             ({held} bytes waiting); dropped the connection",
+                            stall.as_millis()
+                        ),
+                    });
+                    connection.close(STALLED_CODE.into(), b"the peer is not reading");
+                    return;
+                }
             }
         }
-        if closed {
-            let _ = send.finish();
-            return;
+        batch.clear();
+        if batch.capacity() > 4 << 20 {
+            batch = Vec::with_capacity(64 * 1024);
         }
     }
 }
@@ -773,7 +1043,71 @@ async fn read_loop(mut recv: quinn::RecvStream, stream: Arc<StreamShared>, frame
 
 #[cfg(test)]
 mod tests {
-    use super::split_host_port;
+    use super::{split_host_port, Outbox};
+    use crate::wire::frame::{FrameDecoder, FrameEncoder};
+    use crate::wire::{Header, Request, RequestFrame};
+
+    fn ping(request_id: u64) -> RequestFrame {
+        RequestFrame {
+            header: Header {
+                protocol_version: crate::wire::PROTOCOL_VERSION,
+                cluster_id: crate::types::ClusterId(1),
+                epoch: 0,
+                request_id,
+            },
+            body: Request::Ping,
+        }
+    }
+
+    fn ids(bytes: &[u8]) -> Vec<u64> {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        decoder.extend(bytes);
+        let mut ids = Vec::new();
+        while let Some(frame) = decoder.next_frame::<RequestFrame>().unwrap() {
+            ids.push(frame.header.request_id);
+        }
+        ids
+    }
+
+    #[test]
+    fn outbox_limits_bytes_and_never_sends_removed_frames() {
+        let mut encoder = FrameEncoder::new();
+        let mut outbox = Outbox::default();
+        assert!(outbox.push(&mut encoder, &ping(1), 1 << 20, 1).unwrap());
+        let frame = outbox.held();
+        // A frame alone is taken even above the limit; a second is not.
+        assert!(!outbox.push(&mut encoder, &ping(2), 1 << 20, frame).unwrap());
+        assert_eq!(outbox.held(), frame);
+        let limit = 10 * frame;
+        for id in 3..=10 {
+            assert!(outbox
+                .push(&mut encoder, &ping(id), 1 << 20, limit)
+                .unwrap());
+        }
+        assert_eq!(outbox.held(), 9 * frame);
+        // Removed before the writer takes them: never written.
+        assert!(outbox.remove(4));
+        assert!(!outbox.remove(4));
+        assert!(!outbox.remove(2), "2 was never queued");
+        assert!(outbox.remove(1));
+        let mut batch = Vec::new();
+        outbox.take(&mut batch, 3 * frame);
+        assert_eq!(ids(&batch), vec![3, 5, 6]);
+        assert!(!outbox.remove(5), "taken by the writer");
+        // Bytes being written count until QUIC accepts them.
+        assert_eq!(outbox.held(), 8 * frame - frame);
+        outbox.written(batch.len());
+        // Removing most of the rest compacts the queue.
+        for id in [7, 8, 9] {
+            assert!(outbox.remove(id));
+        }
+        assert_eq!(outbox.held(), frame);
+        batch.clear();
+        outbox.take(&mut batch, limit);
+        assert_eq!(ids(&batch), vec![10]);
+        outbox.written(batch.len());
+        assert_eq!(outbox.held(), 0);
+    }
 
     #[test]
     fn host_port_parsing() {

@@ -26,8 +26,17 @@ pub struct TransportConfig {
     /// Requests a server works on concurrently per stream; beyond it the
     /// server stops reading that stream (backpressure).
     pub server_stream_requests_in_flight_max: u32,
-    /// Bytes written to a stream in one call, at most (write batching).
+    /// Bytes written to a stream in one call, at most (write batching; a
+    /// single larger frame is written alone).
     pub write_batch_bytes_max: u32,
+    /// Bytes of encoded requests a client holds per stream that QUIC has
+    /// not taken yet (queued, or being written). A call that would exceed
+    /// it waits for room, within its timeout, then fails with
+    /// `OutboxFull` (not sent); a request alone is always taken. Requests
+    /// whose callers gave up before they were written are dropped, not
+    /// sent late; a stream whose peer takes none of its bytes for
+    /// `request_timeout_ms` is dropped with its connection.
+    pub outbox_bytes_max: u32,
     /// QUIC per-stream receive window, in bytes.
     pub stream_receive_window_bytes: u32,
     /// QUIC connection receive window, in bytes.
@@ -53,6 +62,7 @@ impl Default for TransportConfig {
             streams_per_connection: 2,
             server_stream_requests_in_flight_max: 4096,
             write_batch_bytes_max: 256 * 1024,
+            outbox_bytes_max: 8 << 20,
             stream_receive_window_bytes: 8 << 20,
             receive_window_bytes: 32 << 20,
             send_window_bytes: 32 << 20,
@@ -88,6 +98,9 @@ impl TransportConfig {
         }
         if self.write_batch_bytes_max < 1024 {
             return Err("field `transport.write_batch_bytes_max`: must be at least 1024".into());
+        }
+        if self.outbox_bytes_max < 1024 {
+            return Err("field `transport.outbox_bytes_max`: must be at least 1024".into());
         }
         if self.stream_receive_window_bytes < self.frame_bytes_max.min(1 << 20) {
             return Err(

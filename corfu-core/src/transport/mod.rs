@@ -3,8 +3,10 @@
 //! One connection per peer; each connection carries a few long-lived
 //! bidirectional streams, and requests are pipelined on them with request
 //! ids, answered out of order. A client bounds its in-flight requests per
-//! connection, times each request out, and reconnects after the peer
-//! restarts. A server works on many requests of a stream concurrently, up
+//! connection and the bytes of requests waiting to be written per stream,
+//! times each request out (dropping it unsent if it was not written yet),
+//! drops a connection whose peer stopped reading, and reconnects after the
+//! peer restarts. A server works on many requests of a stream concurrently, up
 //! to a bound, and stops reading the stream beyond it.
 //!
 //! A stream that delivers a malformed frame is closed with
@@ -27,6 +29,9 @@ use crate::wire::FrameError;
 pub const FRAME_ERROR_CODE: u32 = 1;
 /// Connection close code of a node shutting down.
 pub const SHUTDOWN_CODE: u32 = 2;
+/// Stream reset and connection close code of a client that gives up on a
+/// stream: the stream failed, or the peer stopped reading it.
+pub const STALLED_CODE: u32 = 3;
 
 /// A request could not be delivered or answered. Corfu outcomes are not
 /// transport errors: they arrive as [`crate::wire::Response`] values.
@@ -84,6 +89,22 @@ pub enum TransportError {
         /// The decoding failure.
         source: FrameError,
     },
+    /// The request was not sent: the encoded requests already waiting for
+    /// this peer filled `outbox_bytes_max` for the call's whole timeout
+    /// (the peer does not keep up).
+    #[error(
+        "{addr}: request not sent: {held_bytes} bytes of requests already wait for this peer \
+         (outbox_bytes_max {limit_bytes}) and no room was made within the timeout; \
+         the peer is not keeping up"
+    )]
+    OutboxFull {
+        /// The peer.
+        addr: String,
+        /// Bytes held for the peer when the call gave up.
+        held_bytes: u64,
+        /// The configured limit (per stream).
+        limit_bytes: u64,
+    },
     /// The request could not be encoded (for example it exceeds
     /// `frame_bytes_max`).
     #[error("cannot send request: {0}")]
@@ -102,6 +123,7 @@ impl TransportError {
             TransportError::Resolve { .. }
                 | TransportError::Connect { .. }
                 | TransportError::Tls { .. }
+                | TransportError::OutboxFull { .. }
                 | TransportError::Encode(_)
                 | TransportError::Endpoint(_)
         )
