@@ -45,8 +45,9 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::keys::WHOLE_OBJECT;
 use crate::object::StateMachine;
-use crate::record;
+use crate::record::{self, ObjectType};
 use crate::runtime::{conflict_keys, Handle, Runtime, RuntimeInner};
+use crate::view::WriteCheck;
 
 /// One attempt of a transaction, handed to the body given to
 /// [`Runtime::transaction`]: reads objects as of its snapshot and buffers
@@ -79,7 +80,17 @@ struct TxnState {
     read_set: HashSet<ConflictKey>,
     write_set: HashSet<ConflictKey>,
     /// Per object written: its ops, encoded, in the order issued.
-    writes: BTreeMap<StreamId, Vec<Vec<u8>>>,
+    writes: BTreeMap<StreamId, Written>,
+}
+
+/// What a transaction writes to one object.
+struct Written {
+    /// The object's type, written in its part of the commit.
+    ty: ObjectType,
+    /// Its ops, encoded, in the order issued.
+    ops: Vec<Vec<u8>>,
+    /// The view's check before a first write.
+    check: Arc<dyn WriteCheck>,
 }
 
 /// What a transaction holds of one object.
@@ -245,7 +256,16 @@ impl Txn {
             None => entry.pending.push(op),
         }
         state.write_set.extend(keys);
-        state.writes.entry(stream).or_default().push(encoded);
+        state
+            .writes
+            .entry(stream)
+            .or_insert_with(|| Written {
+                ty: ObjectType::of::<T>(),
+                ops: Vec::new(),
+                check: handle.view.clone(),
+            })
+            .ops
+            .push(encoded);
         Ok(())
     }
 }
@@ -406,8 +426,16 @@ impl Runtime {
                 }
                 return Ok(value);
             }
+            for written in state.writes.values() {
+                // Never put ops of one type in another type's stream.
+                written.check.check(log).await?;
+            }
             let streams: Vec<StreamId> = state.writes.keys().copied().collect();
-            let parts: Vec<(StreamId, Vec<Vec<u8>>)> = state.writes.into_iter().collect();
+            let parts: Vec<(StreamId, ObjectType, Vec<Vec<u8>>)> = state
+                .writes
+                .into_iter()
+                .map(|(stream, written)| (stream, written.ty, written.ops))
+                .collect();
             let payload = record::encode_transaction(&parts).map_err(|e| Error::Encode {
                 object: "(transaction)".to_string(),
                 reason: e.0,

@@ -18,6 +18,7 @@ struct SetCell(String, i64);
 
 impl StateMachine for Cells {
     type Op = SetCell;
+    const TYPE: &'static str = "test.cells";
 
     fn apply(&mut self, op: SetCell, _: Address) {
         self.0.insert(op.0, op.1);
@@ -438,8 +439,12 @@ async fn a_transaction_entry_without_the_objects_part_stops_the_view() {
     // A commit naming only another stream, yet appended to this one.
     let mut op = Vec::new();
     set("a", 2).encode_into(&mut op).unwrap();
-    let payload =
-        crate::record::encode_transaction(&[(StreamId::from_name("other"), vec![op])]).unwrap();
+    let payload = crate::record::encode_transaction(&[(
+        StreamId::from_name("other"),
+        crate::record::ObjectType::of::<Cells>(),
+        vec![op],
+    )])
+    .unwrap();
     let address = log.append(payload, &[h.stream()]).await.unwrap();
     match h.query(|c| c.0.clone()).await {
         Err(Error::Undecodable {

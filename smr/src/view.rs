@@ -39,11 +39,26 @@ use corfu_core::types::{Address, StreamId};
 use crate::error::Error;
 use crate::log::SharedLog;
 use crate::object::StateMachine;
-use crate::record;
+use crate::record::{self, EntryError, ObjectType};
 
 /// Called with the state right before the tagged update it waits for is
 /// applied.
 pub(crate) type Waiter<T> = Box<dyn FnOnce(&T) + Send>;
+
+/// A view's check before a first write, without its state type (a
+/// transaction holds one per object it writes).
+#[async_trait::async_trait]
+pub(crate) trait WriteCheck: Send + Sync {
+    /// [`View::check_writable`].
+    async fn check(&self, log: &dyn SharedLog) -> Result<(), Error>;
+}
+
+#[async_trait::async_trait]
+impl<T: StateMachine> WriteCheck for View<T> {
+    async fn check(&self, log: &dyn SharedLog) -> Result<(), Error> {
+        self.check_writable(log).await
+    }
+}
 
 /// How many copies of past states a view read by transactions keeps.
 pub(crate) const VERSIONS_KEPT: usize = 64;
@@ -74,6 +89,9 @@ pub(crate) struct View<T: StateMachine> {
     /// Set by the first transaction that reads the view: how to copy the
     /// state. Until then no versions are kept.
     cloner: OnceLock<fn(&T) -> T>,
+    /// The stream is known to hold entries of this object's type: one was
+    /// applied, or the last entry was checked before a first write.
+    typed: AtomicBool,
 }
 
 struct Played<T> {
@@ -115,7 +133,57 @@ impl<T: StateMachine> View<T> {
             advancing: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
             cloner: OnceLock::new(),
+            typed: AtomicBool::new(false),
         }
+    }
+
+    /// The error for the entry at `address`, which cannot be applied.
+    fn entry_error(&self, address: Address, error: EntryError) -> Error {
+        match error {
+            EntryError::WrongType { found } => Error::WrongType {
+                object: self.name.to_string(),
+                stream: self.stream,
+                address,
+                expected: ObjectType::of::<T>().to_string(),
+                found,
+            },
+            EntryError::Malformed(reason) => Error::Undecodable {
+                object: self.name.to_string(),
+                address,
+                reason,
+            },
+        }
+    }
+
+    /// Before the first write through this view: unless the stream is
+    /// known to be of the object's type already, checks that its last
+    /// entry (if any) is, so a write never adds an op of one type to
+    /// another type's stream (where that type's views would stop at it).
+    /// One stream tail and one read, once per view. Two first writers of
+    /// different types racing on an empty stream are not caught here;
+    /// playback then stops at the later type's first entry.
+    pub(crate) async fn check_writable(&self, log: &dyn SharedLog) -> Result<(), Error> {
+        if self.typed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let tail = log
+            .stream_tail(self.stream)
+            .await
+            .map_err(|e| self.log_error(e))?;
+        if let Some(last) = tail {
+            // Junk (an address whose writer never completed it) reads as
+            // nothing: then there is nothing to check.
+            let entries = log
+                .read_stream(self.stream, last, last.saturating_add(1))
+                .await
+                .map_err(|e| self.log_error(e))?;
+            for (address, payload) in entries {
+                record::check_type(&payload, self.stream, ObjectType::of::<T>())
+                    .map_err(|e| self.entry_error(address, e))?;
+            }
+        }
+        self.typed.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn poisoned<P>(&self, _: P) -> Error {
@@ -252,20 +320,17 @@ impl<T: StateMachine> View<T> {
                     ),
                 });
             }
-            let decoded = match record::decode_entry::<T::Op>(&payload, self.stream) {
-                Ok(decoded) => decoded,
-                Err(reason) => {
-                    let error = Error::Undecodable {
-                        object: self.name.to_string(),
-                        address,
-                        reason,
-                    };
-                    tracing::error!(%error, "replicated object stopped");
-                    played.next = address;
-                    played.failed = Some(error.clone());
-                    return Err(error);
-                }
-            };
+            let decoded =
+                match record::decode_entry::<T::Op>(&payload, self.stream, ObjectType::of::<T>()) {
+                    Ok(decoded) => decoded,
+                    Err(e) => {
+                        let error = self.entry_error(address, e);
+                        tracing::error!(%error, "replicated object stopped");
+                        played.next = address;
+                        played.failed = Some(error.clone());
+                        return Err(error);
+                    }
+                };
             if let Some(tag) = decoded.tag.filter(|t| t.runtime == self.runtime_id) {
                 if let Some(waiter) = self.take_waiter(tag.seq) {
                     waiter(&played.state);
@@ -280,6 +345,9 @@ impl<T: StateMachine> View<T> {
             }
         }
         played.next = to;
+        if applied_any {
+            self.typed.store(true, Ordering::Release);
+        }
         if let Some(clone) = self.cloner.get() {
             // A batch without entries leaves the last copy valid.
             if applied_any || played.versions.is_empty() {
@@ -387,13 +455,8 @@ impl<T: StateMachine> View<T> {
     /// past state. It decoded then, so it decodes now; if not, the log
     /// changed under us, which is reported as such.
     fn replay(&self, state: &mut T, address: Address, payload: &[u8]) -> Result<(), Error> {
-        let decoded = record::decode_entry::<T::Op>(payload, self.stream).map_err(|reason| {
-            Error::Undecodable {
-                object: self.name.to_string(),
-                address,
-                reason,
-            }
-        })?;
+        let decoded = record::decode_entry::<T::Op>(payload, self.stream, ObjectType::of::<T>())
+            .map_err(|e| self.entry_error(address, e))?;
         for op in decoded.ops {
             state.apply(op, address);
         }
