@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::log::SharedLog;
 use crate::object::{Object, StateMachine};
 use crate::record::{self, ObjectType, Tag};
-use crate::view::View;
+use crate::view::{Snapshots, View};
 
 /// Default of [`RuntimeOptions::playback_batch_addresses`].
 pub const PLAYBACK_BATCH_ADDRESSES_DEFAULT: u64 = 4096;
@@ -64,6 +64,8 @@ pub(crate) struct RuntimeInner {
     views: Mutex<HashMap<String, Registered>>,
     /// Transaction counts.
     pub(crate) stats: crate::txn::StatsCounters,
+    /// The snapshots of live transaction attempts, shared with the views.
+    pub(crate) snapshots: Arc<Snapshots>,
 }
 
 struct Registered {
@@ -102,6 +104,7 @@ impl Runtime {
                 id: rand::random(),
                 next_seq: AtomicU64::new(0),
                 stats: Default::default(),
+                snapshots: Arc::default(),
                 options,
                 views: Mutex::new(HashMap::new()),
             }),
@@ -159,6 +162,7 @@ impl Runtime {
             Arc::from(name),
             self.inner.id,
             self.inner.options.playback_batch_addresses,
+            self.inner.snapshots.clone(),
         ));
         views.insert(
             name.to_string(),
