@@ -794,10 +794,35 @@ mod tests {
         // The stream of "m" holds map ops: it is no counter (in another
         // process; this runtime refuses to open it as one at all).
         assert!(exec(&rt, &["counter", "get", "m"]).await.is_err());
-        let e = exec(&Runtime::new(log), &["counter", "get", "m"])
+        let e = exec(&Runtime::new(log.clone()), &["counter", "get", "m"])
             .await
             .unwrap_err()
             .to_string();
-        assert!(e.contains("cannot be applied"), "{e}");
+        assert!(
+            e.contains("opened as \"corfu.counter\"") && e.contains("is \"corfu.map\""),
+            "{e}"
+        );
+
+        // A queue's stream is no set: listing it and removing from it fail
+        // (in a new process, like a new `corfu` command), and the queue
+        // still holds its item.
+        exec(&rt, &["queue", "push", "q2", "job-1"]).await.unwrap();
+        for args in [
+            &["set", "list", "q2"][..],
+            &["set", "remove", "q2", "job-1"],
+        ] {
+            let e = exec(&Runtime::new(log.clone()), args)
+                .await
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("opened as \"corfu.set\"") && e.contains("is \"corfu.queue\""),
+                "{args:?}: {e}"
+            );
+        }
+        let r = exec(&Runtime::new(log), &["queue", "list", "q2"])
+            .await
+            .unwrap();
+        assert_eq!(r.lines, vec!["job-1"]);
     }
 }

@@ -264,7 +264,31 @@ async fn object_commands_against_a_local_cluster() {
     // The stream of "users" holds map ops: it cannot be played as a counter.
     let run = object(c, "counter", "get", &["users"]).await;
     run.assert_one_error_line("counter get of a map");
-    assert!(run.stderr.contains("cannot be applied"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("opened as \"corfu.counter\" version 1")
+            && run.stderr.contains("is \"corfu.map\" version 1"),
+        "{}",
+        run.stderr
+    );
+    // A queue's stream is no set (issue 15, item 3): `set list` printed the
+    // queue's items, and `set remove` was played by the queue as a pop.
+    object(c, "queue", "push", &["q2", "job-1"])
+        .await
+        .assert_ok("queue push q2");
+    let run = object(c, "set", "list", &["q2"]).await;
+    run.assert_one_error_line("set list of a queue");
+    assert!(
+        run.stderr.contains("\"q2\"")
+            && run.stderr.contains("opened as \"corfu.set\" version 1")
+            && run.stderr.contains("is \"corfu.queue\" version 1"),
+        "{}",
+        run.stderr
+    );
+    object(c, "set", "remove", &["q2", "job-1"])
+        .await
+        .assert_one_error_line("set remove of a queue");
+    let run = object(c, "queue", "list", &["q2"]).await;
+    assert_eq!(run.assert_ok("queue list q2").lines(), vec!["job-1"]);
     let missing = dir.path().join("missing.toml");
     let run = object(path_str(&missing), "queue", "len", &["jobs"]).await;
     run.assert_one_error_line("missing config");

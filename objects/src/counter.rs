@@ -46,6 +46,7 @@ impl CounterState {
 
 impl StateMachine for CounterState {
     type Op = CounterOp;
+    const TYPE: &'static str = "corfu.counter";
 
     fn apply(&mut self, op: CounterOp, _address: Address) {
         match op {

@@ -74,6 +74,7 @@ where
     MapOp<K, V>: Codec + Send,
 {
     type Op = MapOp<K, V>;
+    const TYPE: &'static str = "corfu.map";
 
     /// `insert` and `remove` write their key's [`map_key`]; `clear`
     /// writes [`ALL_KEYS`].

@@ -101,6 +101,7 @@ where
     QueueOp<T>: Codec + Send,
 {
     type Op = QueueOp<T>;
+    const TYPE: &'static str = "corfu.queue";
 
     /// A push writes [`QUEUE_TAIL`], a pop [`QUEUE_HEAD`].
     fn write_keys(op: &QueueOp<T>) -> Vec<u64> {

@@ -73,6 +73,7 @@ where
     RegisterOp<T>: Codec + Send,
 {
     type Op = RegisterOp<T>;
+    const TYPE: &'static str = "corfu.register";
 
     fn apply(&mut self, op: RegisterOp<T>, _address: Address) {
         match op {

@@ -67,6 +67,7 @@ where
     SetOp<T>: Codec + Send,
 {
     type Op = SetOp<T>;
+    const TYPE: &'static str = "corfu.set";
 
     /// `insert` and `remove` write their element's [`map_key`]; `clear`
     /// writes [`ALL_KEYS`].

@@ -1,7 +1,7 @@
 //! What a runtime operation can fail with.
 
 use corfu_core::client::ClientError;
-use corfu_core::types::Address;
+use corfu_core::types::{Address, StreamId};
 use corfu_core::wire::sequencer::ConflictKey;
 
 /// A runtime operation failed. Every variant names the object, except
@@ -42,6 +42,30 @@ pub enum Error {
         address: Address,
         /// Why it could not be decoded.
         reason: String,
+    },
+    /// An entry of the object's stream is of another object type (or
+    /// another encoding version of this type) than the one the object was
+    /// opened as: the stream belongs to another kind of object. Nothing of
+    /// the entry is applied; the view stops before it for good, like for
+    /// [`Error::Undecodable`]. A write to a stream whose last entry is of
+    /// another type is refused with this error too, and appends nothing.
+    #[error(
+        "object {object:?} (stream {stream}) is opened as {expected}, but the entry at address \
+         {address} is {found}: nothing of another type is applied or written, and the view \
+         stops before that entry"
+    )]
+    WrongType {
+        /// The object.
+        object: String,
+        /// The object's stream.
+        stream: StreamId,
+        /// The entry's address.
+        address: Address,
+        /// The type the object was opened as (its
+        /// [`StateMachine::TYPE`](crate::StateMachine::TYPE) and version).
+        expected: String,
+        /// The type the entry names.
+        found: String,
     },
     /// The object is already open in this runtime with another state type.
     #[error("object {object:?} is open as {opened_as} in this runtime; it cannot be opened as {requested}")]

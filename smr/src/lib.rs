@@ -45,13 +45,18 @@
 //!   log, not when it is sent: [`Handle::update_and_read_prior`] appends,
 //!   plays the stream up to the op and reports what the op found.
 //!
-//! ## Undecodable entries
+//! ## Entries of another type, undecodable entries
 //!
-//! An entry of an object's stream that is not an update of the object's
-//! op type (written by a program with another type under the same name,
-//! or raw bytes appended with `corfu log append`) is reported as
-//! [`Error::Undecodable`], naming the object and the address, and the view
-//! **stops before it for good**: every later query of that object in this
+//! Every op in the log names its object type: [`StateMachine::TYPE`] (such
+//! as `"corfu.queue"`) and [`StateMachine::VERSION`], in a small header
+//! (transactions: once per object's part). An entry of an object's stream
+//! whose type differs (the name is used by another kind of object, or a
+//! program with another encoding version wrote it) is reported as
+//! [`Error::WrongType`], naming the object, its stream, the address and
+//! both types; one that is no entry of this runtime at all (raw bytes
+//! appended with `corfu log append`, an op that does not decode) as
+//! [`Error::Undecodable`]. Nothing of such an entry is applied, and the
+//! view **stops before it for good**: every later query of that object in this
 //! runtime returns the same error, and no panic ever occurs. Skipping the
 //! entry would keep the object available, but silently: if the entry was an
 //! acknowledged update of a newer program version, this view would diverge
@@ -59,6 +64,9 @@
 //! wrong. The entry stays in the write-once log, so the object is usable
 //! again only by a program that decodes it (or, once checkpoints exist, a
 //! checkpoint beyond it). Other objects of the runtime are unaffected.
+//! Writes check too: the first write through a view that has not played
+//! an entry of its stream yet reads the stream's last entry and refuses
+//! ([`Error::WrongType`], nothing appended) if it is of another type.
 //!
 //! ## Defining an object
 //!
@@ -81,6 +89,7 @@
 //!
 //! impl StateMachine for Register {
 //!     type Op = RegisterOp;
+//!     const TYPE: &'static str = "example.register";
 //!
 //!     fn apply(&mut self, op: RegisterOp, address: Address) {
 //!         match op {
@@ -162,6 +171,7 @@
 //!
 //! impl StateMachine for Account {
 //!     type Op = Set;
+//!     const TYPE: &'static str = "example.account";
 //!
 //!     fn apply(&mut self, op: Set, _: Address) {
 //!         self.0 = op.0;

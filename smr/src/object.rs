@@ -23,6 +23,26 @@ pub trait StateMachine: Default + Send + Sync + 'static {
     /// `Serialize` and `Deserialize`).
     type Op: Codec + Send + 'static;
 
+    /// The object type's name, written in front of every op of the object
+    /// in the log (and of its part of every transaction entry), for
+    /// example `"corfu.map"`: 1 to 255 bytes, the same in every program
+    /// and every version that reads the object, and different from every
+    /// other object type's. Playback refuses an entry of another type
+    /// ([`Error::WrongType`](crate::Error::WrongType)), so ops of one type
+    /// are never applied as another's, however alike their archives are.
+    ///
+    /// The name identifies the kind of object, not its type parameters:
+    /// a `ReplicatedMap<String, u64>` and a `ReplicatedMap<String, String>`
+    /// share `"corfu.map"`, and only the op archive's validation tells
+    /// them apart.
+    const TYPE: &'static str;
+
+    /// The version of the op encoding, written next to [`TYPE`](Self::TYPE).
+    /// Raise it when `Op` changes in a way older programs would misread;
+    /// playback applies only entries of exactly this version and stops at
+    /// others with [`Error::WrongType`](crate::Error::WrongType).
+    const VERSION: u8 = 1;
+
     /// Applies `op`, the entry at `address` of the object's stream.
     /// Addresses never decrease from one call to the next; they increase
     /// strictly except between the ops of one transaction, which are all

@@ -12,8 +12,8 @@ use corfu_core::wire::sequencer::{ConflictKey, TxnCondition};
 use crate::error::Error;
 use crate::log::SharedLog;
 use crate::object::{Object, StateMachine};
-use crate::record::{self, Tag};
-use crate::view::View;
+use crate::record::{self, ObjectType, Tag};
+use crate::view::{Snapshots, View};
 
 /// Default of [`RuntimeOptions::playback_batch_addresses`].
 pub const PLAYBACK_BATCH_ADDRESSES_DEFAULT: u64 = 4096;
@@ -64,6 +64,8 @@ pub(crate) struct RuntimeInner {
     views: Mutex<HashMap<String, Registered>>,
     /// Transaction counts.
     pub(crate) stats: crate::txn::StatsCounters,
+    /// The snapshots of live transaction attempts, shared with the views.
+    pub(crate) snapshots: Arc<Snapshots>,
 }
 
 struct Registered {
@@ -102,6 +104,7 @@ impl Runtime {
                 id: rand::random(),
                 next_seq: AtomicU64::new(0),
                 stats: Default::default(),
+                snapshots: Arc::default(),
                 options,
                 views: Mutex::new(HashMap::new()),
             }),
@@ -117,7 +120,11 @@ impl Runtime {
     /// The first open in this runtime creates the view (empty; it is
     /// played forward by the first query); later opens share it, however
     /// many handles exist. Opening a name already open with another state
-    /// type is [`Error::TypeMismatch`].
+    /// type is [`Error::TypeMismatch`]. A stream holding entries of another
+    /// object type ([`StateMachine::TYPE`](crate::StateMachine::TYPE)) is
+    /// found by the first query or write: [`Error::WrongType`], nothing
+    /// applied or written. A type name that cannot be written (empty, or
+    /// over 255 bytes) is [`Error::Encode`].
     ///
     /// `O` is the handle type: `Handle<T>` for a state machine `T`, or a
     /// ready-made object type wrapping one.
@@ -135,6 +142,12 @@ impl Runtime {
             .views
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        ObjectType::of::<T>()
+            .check()
+            .map_err(|reason| Error::Encode {
+                object: name.to_string(),
+                reason,
+            })?;
         if let Some(registered) = views.get(name) {
             let requested = std::any::type_name::<T>();
             return registered.view.clone().downcast::<View<T>>().map_err(|_| {
@@ -149,6 +162,7 @@ impl Runtime {
             Arc::from(name),
             self.inner.id,
             self.inner.options.playback_batch_addresses,
+            self.inner.snapshots.clone(),
         ));
         views.insert(
             name.to_string(),
@@ -212,9 +226,17 @@ impl<T: StateMachine> Handle<T> {
     /// hole filler; nothing of it is in the log then), it is appended
     /// again, up to [`RuntimeOptions::transaction_retries`] times, then
     /// [`Error::Aborted`].
+    ///
+    /// The first write through this object's view (unless it has already
+    /// played an entry of its stream) reads the stream's last entry first
+    /// and refuses to write if it is of another object type
+    /// ([`Error::WrongType`]): a `corfu set remove` on a queue's name
+    /// must not put a set op in the queue's stream.
     pub async fn update(&self, op: T::Op) -> Result<Address, Error> {
         let condition = self.blind_condition(&op);
-        let payload = record::encode_update(&op, None).map_err(|e| self.encode_error(e))?;
+        let payload = record::encode_update(ObjectType::of::<T>(), &op, None)
+            .map_err(|e| self.encode_error(e))?;
+        self.view.check_writable(self.runtime.log.as_ref()).await?;
         self.append_blind(payload, &condition).await
     }
 
@@ -309,7 +331,9 @@ impl<T: StateMachine> Handle<T> {
             seq,
         };
         let condition = self.blind_condition(&op);
-        let payload = record::encode_update(&op, Some(tag)).map_err(|e| self.encode_error(e))?;
+        let payload = record::encode_update(ObjectType::of::<T>(), &op, Some(tag))
+            .map_err(|e| self.encode_error(e))?;
+        self.view.check_writable(self.runtime.log.as_ref()).await?;
         let (sender, mut receiver) = tokio::sync::oneshot::channel();
         // Registered before the append: the entry may be played (by another
         // query of this view) before `append` even returns.

@@ -22,6 +22,7 @@ struct Recorder {
 
 impl StateMachine for Recorder {
     type Op = u64;
+    const TYPE: &'static str = "test.recorder";
 
     fn apply(&mut self, op: u64, address: Address) {
         if self
@@ -44,6 +45,7 @@ struct Append(String);
 
 impl StateMachine for Text {
     type Op = Append;
+    const TYPE: &'static str = "test.text";
 
     fn apply(&mut self, op: Append, _: Address) {
         self.0.push_str(&op.0);
@@ -191,7 +193,8 @@ async fn a_new_object_is_empty_and_other_streams_do_not_leak_in() {
     // An entry of both streams belongs to both objects.
     let both = log
         .append(
-            crate::record::encode_update(&8u64, None).unwrap(),
+            crate::record::encode_update(crate::record::ObjectType::of::<Recorder>(), &8u64, None)
+                .unwrap(),
             &[x.stream(), y.stream()],
         )
         .await
@@ -267,7 +270,10 @@ async fn undecodable_entries_stop_the_view_with_a_clear_error() {
             } => {
                 assert_eq!(object, "notes");
                 assert_eq!(address, bad);
-                assert!(reason.contains("not an op of this type"), "{reason}");
+                assert!(
+                    reason.contains("before entries named their object type"),
+                    "{reason}"
+                );
             }
             other => panic!("expected an undecodable entry, got {other:?}"),
         }

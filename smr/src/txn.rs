@@ -17,6 +17,14 @@
 //!   attempt from a lowered snapshot, which has no commit to check, is run
 //!   again from the tail before its result is returned. Retries always
 //!   read at the tail.
+//! - **No replay from the start.** An attempt's snapshot is registered
+//!   with the runtime while it lives, and every view keeps a copy of its
+//!   state at or below the oldest registered snapshot (see `view.rs`), so
+//!   a read never rebuilds an object from the start of its stream (long,
+//!   or trimmed). A view no transaction read before keeps no copies; if a
+//!   query moved it past the snapshot, the read fails, and the attempt
+//!   runs again from the tail (a rerun, not an abort; at most
+//!   16 per call).
 //! - **Read set, write set.** Each read names conflict keys of its object
 //!   (the whole object, or parts of it); each buffered write names the
 //!   keys its op writes ([`StateMachine::write_keys`] plus the whole-object
@@ -45,8 +53,14 @@ use crate::codec::Codec;
 use crate::error::Error;
 use crate::keys::WHOLE_OBJECT;
 use crate::object::StateMachine;
-use crate::record;
+use crate::record::{self, ObjectType};
 use crate::runtime::{conflict_keys, Handle, Runtime, RuntimeInner};
+use crate::view::{SnapshotPin, WriteCheck};
+
+/// How many times one call of [`Runtime::transaction`] runs its body again
+/// because a view was past the attempt's snapshot without a version at or
+/// below it (see [`Txn::read`]); beyond, the read's error is returned.
+const MISSED_SNAPSHOT_RERUNS: u32 = 16;
 
 /// One attempt of a transaction, handed to the body given to
 /// [`Runtime::transaction`]: reads objects as of its snapshot and buffers
@@ -73,13 +87,29 @@ struct TxnState {
     lowerable: bool,
     /// The snapshot was lowered below the tail the attempt began at.
     lowered: bool,
+    /// The attempt's snapshot, registered with the runtime so that every
+    /// view keeps a version at or below it while the attempt lives.
+    pin: Option<SnapshotPin>,
+    /// A read found its object's view past the snapshot with no version
+    /// at or below it: the attempt runs again from the tail.
+    missed: bool,
     finished: bool,
     /// Per object read or written: a `TxObject<T>`.
     objects: BTreeMap<StreamId, Box<dyn Any + Send>>,
     read_set: HashSet<ConflictKey>,
     write_set: HashSet<ConflictKey>,
     /// Per object written: its ops, encoded, in the order issued.
-    writes: BTreeMap<StreamId, Vec<Vec<u8>>>,
+    writes: BTreeMap<StreamId, Written>,
+}
+
+/// What a transaction writes to one object.
+struct Written {
+    /// The object's type, written in its part of the commit.
+    ty: ObjectType,
+    /// Its ops, encoded, in the order issued.
+    ops: Vec<Vec<u8>>,
+    /// The view's check before a first write.
+    check: Arc<dyn WriteCheck>,
 }
 
 /// What a transaction holds of one object.
@@ -138,6 +168,13 @@ impl Txn {
     /// read set: the commit aborts if anything wrote the object after the
     /// snapshot. The state type must be cloneable; for persistent states
     /// (`imbl`) the copy the transaction keeps is O(1).
+    ///
+    /// The state at the snapshot is never rebuilt from the start of the
+    /// object's stream. If the view has moved past the snapshot before any
+    /// transaction of this runtime read it (so it kept no past state), the
+    /// read fails with [`Error::Transaction`] and
+    /// [`Runtime::transaction`] runs the body again from the log's tail,
+    /// whatever the body did with the error (counted as a rerun).
     pub async fn read<T, R>(
         &self,
         handle: &Handle<T>,
@@ -173,6 +210,11 @@ impl Txn {
                 // wait for), and the view is moved on in the background.
                 let applied = handle.view.applied()?;
                 if applied > 0 && applied < state.tail {
+                    // Registered before the view moves on: it keeps its
+                    // version at `applied`.
+                    if let Some(pin) = state.pin.as_mut() {
+                        pin.move_to(applied);
+                    }
                     handle
                         .view
                         .advance_in_background(self.runtime.log.clone(), state.tail);
@@ -186,12 +228,23 @@ impl Txn {
         let fresh = if loaded {
             None
         } else {
-            Some(
-                handle
-                    .view
-                    .state_at(self.runtime.log.as_ref(), tail, T::clone)
-                    .await?,
-            )
+            match handle
+                .view
+                .state_at(self.runtime.log.as_ref(), tail, T::clone)
+                .await?
+            {
+                Some(state) => Some(state),
+                None => {
+                    // The view is past the snapshot and keeps nothing at
+                    // or below it (no transaction had read it before, or
+                    // the snapshot was lowered below what it kept). The
+                    // attempt runs again from the tail, whatever the body
+                    // does with this error; the view keeps versions from
+                    // now on.
+                    self.lock().missed = true;
+                    return Err(missed_snapshot(handle.name(), tail));
+                }
+            }
         };
         let mut state = self.lock();
         self.check(handle, &state)?;
@@ -245,8 +298,29 @@ impl Txn {
             None => entry.pending.push(op),
         }
         state.write_set.extend(keys);
-        state.writes.entry(stream).or_default().push(encoded);
+        state
+            .writes
+            .entry(stream)
+            .or_insert_with(|| Written {
+                ty: ObjectType::of::<T>(),
+                ops: Vec::new(),
+                check: handle.view.clone(),
+            })
+            .ops
+            .push(encoded);
         Ok(())
+    }
+}
+
+/// The error a read gets when its object's view keeps no state at the
+/// snapshot (the attempt is then run again).
+fn missed_snapshot(object: &str, tail: Address) -> Error {
+    Error::Transaction {
+        object: object.to_string(),
+        reason: format!(
+            "the object's view is past the snapshot (below {tail}) and keeps no state there; \
+             the transaction runs again from the log's tail"
+        ),
     }
 }
 
@@ -364,8 +438,12 @@ impl Runtime {
         let mut lowerable = true;
         // The lowest snapshot the log will accept, as far as we know.
         let mut floor: Address = 0;
+        let mut missed = 0;
         loop {
             attempt += 1;
+            // Registered before the tail is read, so no view drops the
+            // version this attempt will need (see `Snapshots::pin`).
+            let mut pin = self.inner.snapshots.pin();
             let mut tail = log.tail().await.map_err(log_error)?;
             if tail == 0 || tail <= floor {
                 // A snapshot is an address the transaction has seen, and an
@@ -378,11 +456,13 @@ impl Runtime {
                 log.append(Vec::new(), &[]).await.map_err(log_error)?;
                 tail = log.tail().await.map_err(log_error)?;
             }
+            pin.move_to(tail);
             let txn = Txn {
                 runtime: self.inner.clone(),
                 state: Arc::new(Mutex::new(TxnState {
                     tail,
                     lowerable: std::mem::take(&mut lowerable),
+                    pin: Some(pin),
                     ..TxnState::default()
                 })),
             };
@@ -393,6 +473,18 @@ impl Runtime {
                 state.finished = true;
                 taken
             };
+            if state.missed {
+                missed += 1;
+                if missed <= MISSED_SNAPSHOT_RERUNS {
+                    // Not an abort: nothing conflicted.
+                    attempt -= 1;
+                    self.inner.stats.reruns.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                // Whatever the body made of the failed read, nothing of
+                // this attempt is committed.
+                return Err(missed_snapshot("(transaction)", state.tail));
+            }
             let value = result?;
             if state.writes.is_empty() {
                 if state.lowered {
@@ -406,8 +498,16 @@ impl Runtime {
                 }
                 return Ok(value);
             }
+            for written in state.writes.values() {
+                // Never put ops of one type in another type's stream.
+                written.check.check(log).await?;
+            }
             let streams: Vec<StreamId> = state.writes.keys().copied().collect();
-            let parts: Vec<(StreamId, Vec<Vec<u8>>)> = state.writes.into_iter().collect();
+            let parts: Vec<(StreamId, ObjectType, Vec<Vec<u8>>)> = state
+                .writes
+                .into_iter()
+                .map(|(stream, written)| (stream, written.ty, written.ops))
+                .collect();
             let payload = record::encode_transaction(&parts).map_err(|e| Error::Encode {
                 object: "(transaction)".to_string(),
                 reason: e.0,

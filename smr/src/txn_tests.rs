@@ -1,7 +1,8 @@
 //! Transactions, checked against [`MemoryLog`].
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 
 use corfu_core::client::ClientError;
 use rkyv::{Archive, Deserialize, Serialize};
@@ -18,6 +19,7 @@ struct SetCell(String, i64);
 
 impl StateMachine for Cells {
     type Op = SetCell;
+    const TYPE: &'static str = "test.cells";
 
     fn apply(&mut self, op: SetCell, _: Address) {
         self.0.insert(op.0, op.1);
@@ -134,29 +136,33 @@ async fn reads_are_as_of_the_snapshot_even_after_the_view_moved_on() {
                 assert_eq!(cell(fresh_ref, "v").await, 2);
                 assert_eq!(cell(versioned_ref, "v").await, 2);
             }
-            let f = get(&tx, fresh_ref, "v").await?;
+            // The views are past the snapshot: the one with versions is
+            // read as of the snapshot from a kept version; the fresh one
+            // keeps no past state, so the first attempt stops there and
+            // runs again (never replaying the stream from its start).
             let v = get(&tx, versioned_ref, "v").await?;
+            let f = get(&tx, fresh_ref, "v").await;
             if attempt == 0 {
-                // The views are past the snapshot: the fresh one is
-                // replayed from the start, the other from a kept version.
-                assert_eq!((f, v), (1, 1), "not read as of the snapshot");
+                assert_eq!(v, 1, "not read as of the snapshot");
+                assert!(f.is_err(), "a fresh view read at a past snapshot");
             }
+            let f = f?;
             tx.update(out_ref, set("sum", f + v))?;
             Ok((f, v))
         })
         .await
         .unwrap();
-    // The first attempt read the snapshot's values and was refused: what
-    // it read was written after its snapshot. The second read the new ones.
+    // The second attempt read the new values and committed.
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    assert_eq!(rt.transaction_stats().reruns, 1);
     assert_eq!(seen, (2, 2));
     assert_eq!(cell(&out, "sum").await, 4);
 }
 
 #[tokio::test]
 async fn the_snapshot_values_are_read_when_the_view_is_ahead() {
-    // The first attempt's reads, checked directly: both the fresh view
-    // (replayed from the start) and a view with versions.
+    // The first attempt's reads, checked directly: a view read by a
+    // transaction before, and a fresh one.
     let log = MemoryLog::new();
     let rt = Runtime::new(log.clone());
     let h: Handle<Cells> = rt.open("h").unwrap();
@@ -177,30 +183,38 @@ async fn the_snapshot_values_are_read_when_the_view_is_ahead() {
         .unwrap();
     assert_eq!((before, after), (4, 4));
 
-    // Now the view keeps versions and is ahead of a new snapshot only if
-    // something moves it: a snapshot taken, then the view played further.
+    // A view no transaction has read keeps no past states. In another
+    // runtime, a snapshot is taken, then a query moves the view past it:
+    // the state at the snapshot is not rebuilt from the stream's start
+    // (which may be long, or trimmed). The attempt runs again (a rerun,
+    // not an abort); the view keeps versions from then on, so the second
+    // attempt, whose view is moved past its snapshot the same way, reads
+    // as of its snapshot: the last value of the first round.
     let rt2 = Runtime::new(log.clone());
     let g: Handle<Cells> = rt2.open("h").unwrap();
-    let g2 = &g;
-    let log2 = &log;
+    let runs = AtomicU32::new(0);
+    let (g2, runs_ref) = (&g, &runs);
     let seen = rt2
         .transaction(|tx| async move {
-            if tx.snapshot() + 1
-                == log2.tail().await.map_err(|e| Error::Log {
-                    object: "h".into(),
-                    source: e,
-                })?
-            {
-                for v in 200..203 {
-                    g2.update(set("v", v)).await?;
-                    let _ = cell(g2, "v").await;
-                }
+            let run = i64::from(runs_ref.fetch_add(1, Ordering::SeqCst));
+            for v in 0..3 {
+                g2.update(set("v", 200 + 10 * run + v)).await?;
+                let _ = cell(g2, "v").await;
             }
             get(&tx, g2, "v").await
         })
         .await
         .unwrap();
-    assert_eq!(seen, 100, "read-only: as of the snapshot, no retry");
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(seen, 202, "read-only: as of the second snapshot");
+    assert_eq!(
+        rt2.transaction_stats(),
+        TransactionStats {
+            commits: 0,
+            aborts: 0,
+            reruns: 1
+        }
+    );
 }
 
 #[tokio::test]
@@ -438,8 +452,12 @@ async fn a_transaction_entry_without_the_objects_part_stops_the_view() {
     // A commit naming only another stream, yet appended to this one.
     let mut op = Vec::new();
     set("a", 2).encode_into(&mut op).unwrap();
-    let payload =
-        crate::record::encode_transaction(&[(StreamId::from_name("other"), vec![op])]).unwrap();
+    let payload = crate::record::encode_transaction(&[(
+        StreamId::from_name("other"),
+        crate::record::ObjectType::of::<Cells>(),
+        vec![op],
+    )])
+    .unwrap();
     let address = log.append(payload, &[h.stream()]).await.unwrap();
     match h.query(|c| c.0.clone()).await {
         Err(Error::Undecodable {
@@ -570,6 +588,9 @@ async fn past_states_at_every_address_match_a_replay() {
     })
     .await
     .unwrap();
+    // A live snapshot from here on: the view keeps a version at or below
+    // it, however many batches follow.
+    let _live = rt.inner.snapshots.pin();
     let mut writes: Vec<(Address, i64)> = Vec::new();
     for i in 0..300i64 {
         let address = h.update(set("v", i)).await.unwrap();
@@ -589,7 +610,12 @@ async fn past_states_at_every_address_match_a_replay() {
             .rev()
             .find(|(a, _)| *a < at)
             .map_or(0, |(_, v)| *v);
-        let state = h.view.state_at(&log, at, Cells::clone).await.unwrap();
+        let state = h
+            .view
+            .state_at(&log, at, Cells::clone)
+            .await
+            .unwrap()
+            .expect("a version at or below a live snapshot is kept");
         assert_eq!(state.0.get("v").copied().unwrap_or(0), expected, "at {at}");
     }
 }
@@ -646,4 +672,207 @@ async fn reads_from_behind_the_tail_never_miss_an_acknowledged_write() {
         2,
         "refused once, then committed"
     );
+}
+
+/// A [`MemoryLog`] that counts the entries its stream reads return and can
+/// be trimmed: a stream read reaching below the trim mark fails, as it
+/// does on a log whose prefix was trimmed.
+#[derive(Clone, Default)]
+struct Counting {
+    log: MemoryLog,
+    entries_read: Arc<AtomicU64>,
+    trimmed_below: Arc<AtomicU64>,
+}
+
+impl Counting {
+    fn entries_read(&self) -> u64 {
+        self.entries_read.load(Ordering::SeqCst)
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedLog for Counting {
+    async fn append(&self, payload: Vec<u8>, streams: &[StreamId]) -> Result<Address, ClientError> {
+        self.log.append(payload, streams).await
+    }
+
+    async fn append_conditional(
+        &self,
+        payload: Vec<u8>,
+        streams: &[StreamId],
+        condition: &corfu_core::wire::sequencer::TxnCondition,
+    ) -> Result<Address, ClientError> {
+        self.log
+            .append_conditional(payload, streams, condition)
+            .await
+    }
+
+    async fn tail(&self) -> Result<Address, ClientError> {
+        self.log.tail().await
+    }
+
+    async fn stream_tail(&self, stream: StreamId) -> Result<Option<Address>, ClientError> {
+        self.log.stream_tail(stream).await
+    }
+
+    async fn read_stream(
+        &self,
+        stream: StreamId,
+        from: Address,
+        to: Address,
+    ) -> Result<Vec<(Address, Vec<u8>)>, ClientError> {
+        if from < self.trimmed_below.load(Ordering::SeqCst) {
+            return Err(ClientError::Trimmed { address: from });
+        }
+        let entries = self.log.read_stream(stream, from, to).await?;
+        self.entries_read
+            .fetch_add(entries.len() as u64, Ordering::SeqCst);
+        Ok(entries)
+    }
+}
+
+/// Writes `n` updates of cell "v" of `name` from a runtime of its own.
+async fn history(log: &Counting, name: &str, n: i64) {
+    let writer = Runtime::new(log.clone());
+    let h: Handle<Cells> = writer.open(name).unwrap();
+    for v in 0..n {
+        h.update(set("v", v)).await.unwrap();
+    }
+}
+
+/// Issue 15, item 5: the first transaction to read an object whose view a
+/// query has moved past the transaction's snapshot read the whole stream
+/// again from address 0 (no kept version: none is kept until a
+/// transaction reads the view). Now the attempt runs again from the tail,
+/// where the view is, and reads a bounded number of entries.
+#[tokio::test]
+async fn a_view_moved_on_by_a_query_is_not_replayed_from_zero() {
+    const HISTORY: i64 = 1000;
+    let log = Counting::default();
+    history(&log, "h", HISTORY).await;
+    let rt = Runtime::new(log.clone());
+    let writer = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    let x: Handle<Cells> = rt.open("x").unwrap();
+    let h_there: Handle<Cells> = writer.open("h").unwrap();
+    assert_eq!(cell(&h, "v").await, HISTORY - 1); // the view is at the tail
+
+    let before = log.entries_read();
+    let runs = AtomicU32::new(0);
+    let (h_ref, x_ref, h_there, runs_ref) = (&h, &x, &h_there, &runs);
+    let seen = rt
+        .transaction(|tx| async move {
+            if runs_ref.fetch_add(1, Ordering::SeqCst) == 0 {
+                // After the snapshot: a write, and a query moving the
+                // view past the snapshot.
+                h_there.update(set("v", -1)).await?;
+                assert_eq!(cell(h_ref, "v").await, -1);
+            }
+            let v = get(&tx, h_ref, "v").await?;
+            tx.update(x_ref, set("copy", v))?;
+            Ok(v)
+        })
+        .await
+        .unwrap();
+    let read = log.entries_read() - before;
+    assert_eq!(seen, -1);
+    assert_eq!(cell(&x, "copy").await, -1);
+    assert!(
+        read < 10,
+        "a transaction read {read} entries of a stream of {HISTORY}"
+    );
+}
+
+/// Issue 15, item 5: a transaction whose object's view moved more than
+/// [`crate::view::VERSIONS_KEPT`] batches past its snapshot found no kept
+/// version at or below it and replayed the stream from address 0, which
+/// also failed once the log's prefix was trimmed. The views now keep a
+/// version at or below every live snapshot.
+#[tokio::test]
+async fn a_long_transaction_reads_its_snapshot_without_history_or_the_trimmed_prefix() {
+    const HISTORY: i64 = 1000;
+    const MOVES: i64 = 2 * crate::view::VERSIONS_KEPT as i64;
+    let log = Counting::default();
+    history(&log, "h", HISTORY).await;
+    let rt = Runtime::new(log.clone());
+    let writer = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    let x: Handle<Cells> = rt.open("x").unwrap();
+    let h_there: Handle<Cells> = writer.open("h").unwrap();
+    // A transaction has read the view: it keeps versions.
+    let h_ref = &h;
+    let v = rt
+        .transaction(|tx| async move { get(&tx, h_ref, "v").await })
+        .await
+        .unwrap();
+    assert_eq!(v, HISTORY - 1);
+    // The writer's first write checks the stream's type; not in the test.
+    h_there.update(set("v", HISTORY - 1)).await.unwrap();
+    assert_eq!(cell(&h, "v").await, HISTORY - 1);
+
+    let runs = AtomicU32::new(0);
+    let (x_ref, h_there, runs_ref, log_ref) = (&x, &h_there, &runs, &log);
+    let (v, read) = rt
+        .transaction(|tx| async move {
+            let first = runs_ref.fetch_add(1, Ordering::SeqCst) == 0;
+            if first {
+                // Everything below the snapshot is trimmed, and the view
+                // moves on by one batch per query, many times.
+                log_ref
+                    .trimmed_below
+                    .store(tx.snapshot() + 1, Ordering::SeqCst);
+                for v in 0..MOVES {
+                    h_there.update(set("v", HISTORY + v)).await?;
+                    assert_eq!(cell(h_ref, "v").await, HISTORY + v);
+                }
+            }
+            let before = log_ref.entries_read();
+            let v = get(&tx, h_ref, "v").await?;
+            let read = log_ref.entries_read() - before;
+            tx.update(x_ref, set("copy", v))?;
+            Ok((v, read))
+        })
+        .await
+        .unwrap();
+    // The first attempt read the snapshot's value (and was refused: h was
+    // written after it); the retry read the new one. Neither read history.
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    assert_eq!(v, HISTORY + MOVES - 1);
+    assert_eq!(read, 0, "entries read from the log for a kept snapshot");
+}
+
+/// The first attempt's read in the test above, checked directly: the
+/// value at the snapshot, from a kept version, with the view far ahead.
+#[tokio::test]
+async fn a_live_snapshot_keeps_its_version_however_far_the_view_moves() {
+    const MOVES: i64 = 3 * crate::view::VERSIONS_KEPT as i64;
+    let log = Counting::default();
+    history(&log, "h", 10).await;
+    let rt = Runtime::new(log.clone());
+    let h: Handle<Cells> = rt.open("h").unwrap();
+    let h_ref = &h;
+    rt.transaction(|tx| async move { get(&tx, h_ref, "v").await })
+        .await
+        .unwrap();
+    let writer = Runtime::new(log.clone());
+    let h_there: Handle<Cells> = writer.open("h").unwrap();
+    h_there.update(set("v", 9)).await.unwrap();
+    assert_eq!(cell(&h, "v").await, 9);
+    let (h_there, log_ref) = (&h_there, &log);
+    let (seen, read) = rt
+        .transaction(|tx| async move {
+            log_ref
+                .trimmed_below
+                .store(tx.snapshot() + 1, Ordering::SeqCst);
+            for v in 0..MOVES {
+                h_there.update(set("v", 100 + v)).await?;
+                cell(h_ref, "v").await;
+            }
+            let before = log_ref.entries_read();
+            let seen = get(&tx, h_ref, "v").await?;
+            Ok((seen, log_ref.entries_read() - before))
+        })
+        .await
+        .unwrap();
+    assert_eq!((seen, read), (9, 0));
 }

@@ -29,8 +29,19 @@
 //!   callers queued behind want), then the state at the snapshot is copied
 //!   or replayed the same way. For persistent states (`imbl`) a copy is
 //!   O(1).
-
-use std::collections::{HashMap, VecDeque};
+//! - **Never from the start of the stream.** The runtime registers the
+//!   snapshot of every live transaction attempt ([`Snapshots`]), before
+//!   the attempt reads the log's tail, provisionally at the highest
+//!   address any view was asked to reach (so at or above every view's
+//!   position, and at or below the tail the attempt will read). Pruning
+//!   never drops the newest copy at or below the oldest live snapshot, so
+//!   every live snapshot has a copy at or below it, and the replay from
+//!   there reads only what the view applied since: nothing of the
+//!   stream's history, nothing below a trimmed prefix. A view that kept no
+//!   copy yet (no transaction had read it) or a snapshot lowered below the
+//!   copies kept gets `None` from [`View::state_at`]; the transaction then
+//!   runs again from the tail (see `txn.rs`).
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
@@ -39,14 +50,112 @@ use corfu_core::types::{Address, StreamId};
 use crate::error::Error;
 use crate::log::SharedLog;
 use crate::object::StateMachine;
-use crate::record;
+use crate::record::{self, EntryError, ObjectType};
 
 /// Called with the state right before the tagged update it waits for is
 /// applied.
 pub(crate) type Waiter<T> = Box<dyn FnOnce(&T) + Send>;
 
-/// How many copies of past states a view read by transactions keeps.
+/// A view's check before a first write, without its state type (a
+/// transaction holds one per object it writes).
+#[async_trait::async_trait]
+pub(crate) trait WriteCheck: Send + Sync {
+    /// [`View::check_writable`].
+    async fn check(&self, log: &dyn SharedLog) -> Result<(), Error>;
+}
+
+#[async_trait::async_trait]
+impl<T: StateMachine> WriteCheck for View<T> {
+    async fn check(&self, log: &dyn SharedLog) -> Result<(), Error> {
+        self.check_writable(log).await
+    }
+}
+
+/// How many copies of past states a view read by transactions keeps
+/// (besides the one kept for the oldest live snapshot).
 pub(crate) const VERSIONS_KEPT: usize = 64;
+
+/// The snapshots of a runtime's live transaction attempts. Every view
+/// keeps a version at or below the oldest of them (see the module docs),
+/// so a live attempt never needs to replay its object's stream from the
+/// start.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshots {
+    /// The highest address any view of the runtime was asked to reach: at
+    /// least the position of every view.
+    observed: AtomicU64,
+    /// The live snapshots (each the tail an attempt reads below), counted.
+    live: Mutex<BTreeMap<Address, usize>>,
+}
+
+impl Snapshots {
+    fn live(&self) -> std::sync::MutexGuard<'_, BTreeMap<Address, usize>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A view is about to be played up to `target`.
+    fn observe(&self, target: Address) {
+        self.observed.fetch_max(target, Ordering::SeqCst);
+    }
+
+    /// The oldest live snapshot.
+    fn oldest(&self) -> Option<Address> {
+        self.live().keys().next().copied()
+    }
+
+    /// Registers a snapshot for an attempt about to read the log's tail:
+    /// provisionally where the views are at most (every view's kept
+    /// version at or below its position is kept from now on), until
+    /// [`SnapshotPin::move_to`] sets the attempt's own. That tail is at
+    /// least the provisional value, since every view's target was a tail
+    /// read before.
+    pub(crate) fn pin(self: &Arc<Self>) -> SnapshotPin {
+        let mut live = self.live();
+        let at = self.observed.load(Ordering::SeqCst);
+        *live.entry(at).or_default() += 1;
+        SnapshotPin {
+            snapshots: self.clone(),
+            at,
+        }
+    }
+
+    fn unpin(&self, at: Address) {
+        let mut live = self.live();
+        if let Some(count) = live.get_mut(&at) {
+            *count -= 1;
+            if *count == 0 {
+                live.remove(&at);
+            }
+        }
+    }
+}
+
+/// A live snapshot, registered until dropped.
+#[derive(Debug)]
+pub(crate) struct SnapshotPin {
+    snapshots: Arc<Snapshots>,
+    at: Address,
+}
+
+impl SnapshotPin {
+    /// The attempt reads below `at` now.
+    pub(crate) fn move_to(&mut self, at: Address) {
+        if at == self.at {
+            return;
+        }
+        let mut live = self.snapshots.live();
+        *live.entry(at).or_default() += 1;
+        drop(live);
+        self.snapshots.unpin(self.at);
+        self.at = at;
+    }
+}
+
+impl Drop for SnapshotPin {
+    fn drop(&mut self) {
+        self.snapshots.unpin(self.at);
+    }
+}
 
 /// How many applied entries a view read by transactions keeps in memory
 /// to replay a past state without reading the log again.
@@ -74,6 +183,11 @@ pub(crate) struct View<T: StateMachine> {
     /// Set by the first transaction that reads the view: how to copy the
     /// state. Until then no versions are kept.
     cloner: OnceLock<fn(&T) -> T>,
+    /// The stream is known to hold entries of this object's type: one was
+    /// applied, or the last entry was checked before a first write.
+    typed: AtomicBool,
+    /// The runtime's live transaction snapshots.
+    snapshots: Arc<Snapshots>,
 }
 
 struct Played<T> {
@@ -95,7 +209,12 @@ struct Played<T> {
 }
 
 impl<T: StateMachine> View<T> {
-    pub(crate) fn new(name: Arc<str>, runtime_id: u128, batch_addresses: u64) -> View<T> {
+    pub(crate) fn new(
+        name: Arc<str>,
+        runtime_id: u128,
+        batch_addresses: u64,
+        snapshots: Arc<Snapshots>,
+    ) -> View<T> {
         View {
             stream: StreamId::from_name(&name),
             name,
@@ -115,7 +234,65 @@ impl<T: StateMachine> View<T> {
             advancing: AtomicBool::new(false),
             waiters: Mutex::new(HashMap::new()),
             cloner: OnceLock::new(),
+            typed: AtomicBool::new(false),
+            snapshots,
         }
+    }
+
+    /// The error for the entry at `address`, which cannot be applied.
+    fn entry_error(&self, address: Address, error: EntryError) -> Error {
+        match error {
+            EntryError::WrongType { found } => Error::WrongType {
+                object: self.name.to_string(),
+                stream: self.stream,
+                address,
+                expected: ObjectType::of::<T>().to_string(),
+                found,
+            },
+            EntryError::Malformed(reason) => Error::Undecodable {
+                object: self.name.to_string(),
+                address,
+                reason,
+            },
+        }
+    }
+
+    /// Before the first write through this view: unless the stream is
+    /// known to be of the object's type already, checks that its last
+    /// entry (if any) is, so a write never adds an op of one type to
+    /// another type's stream (where that type's views would stop at it).
+    /// One stream tail and one read, once per view. Two first writers of
+    /// different types racing on an empty stream are not caught here;
+    /// playback then stops at the later type's first entry.
+    pub(crate) async fn check_writable(&self, log: &dyn SharedLog) -> Result<(), Error> {
+        if self.typed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let tail = log
+            .stream_tail(self.stream)
+            .await
+            .map_err(|e| self.log_error(e))?;
+        if let Some(last) = tail {
+            // Junk (an address whose writer never completed it) reads as
+            // nothing: then there is nothing to check.
+            // A trimmed entry cannot be checked; the write goes ahead (a
+            // checkpoint above the trim mark names the type, once there
+            // are checkpoints).
+            let entries = match log
+                .read_stream(self.stream, last, last.saturating_add(1))
+                .await
+            {
+                Ok(entries) => entries,
+                Err(corfu_core::client::ClientError::Trimmed { .. }) => Vec::new(),
+                Err(e) => return Err(self.log_error(e)),
+            };
+            for (address, payload) in entries {
+                record::check_type(&payload, self.stream, ObjectType::of::<T>())
+                    .map_err(|e| self.entry_error(address, e))?;
+            }
+        }
+        self.typed.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn poisoned<P>(&self, _: P) -> Error {
@@ -199,6 +376,9 @@ impl<T: StateMachine> View<T> {
     /// it was granted, since that caller saw a tail above it).
     async fn sync_locked(&self, log: &dyn SharedLog, target: Address) -> Result<(), Error> {
         let target = target.max(self.wanted.load(Ordering::Relaxed));
+        // Before anything moves the view: a transaction registering its
+        // snapshot from now on sees a bound at or above where it will be.
+        self.snapshots.observe(target);
         loop {
             // Another sync may have covered the target while we waited.
             let next = self.next()?;
@@ -252,20 +432,17 @@ impl<T: StateMachine> View<T> {
                     ),
                 });
             }
-            let decoded = match record::decode_entry::<T::Op>(&payload, self.stream) {
-                Ok(decoded) => decoded,
-                Err(reason) => {
-                    let error = Error::Undecodable {
-                        object: self.name.to_string(),
-                        address,
-                        reason,
-                    };
-                    tracing::error!(%error, "replicated object stopped");
-                    played.next = address;
-                    played.failed = Some(error.clone());
-                    return Err(error);
-                }
-            };
+            let decoded =
+                match record::decode_entry::<T::Op>(&payload, self.stream, ObjectType::of::<T>()) {
+                    Ok(decoded) => decoded,
+                    Err(e) => {
+                        let error = self.entry_error(address, e);
+                        tracing::error!(%error, "replicated object stopped");
+                        played.next = address;
+                        played.failed = Some(error.clone());
+                        return Err(error);
+                    }
+                };
             if let Some(tag) = decoded.tag.filter(|t| t.runtime == self.runtime_id) {
                 if let Some(waiter) = self.take_waiter(tag.seq) {
                     waiter(&played.state);
@@ -280,14 +457,15 @@ impl<T: StateMachine> View<T> {
             }
         }
         played.next = to;
+        if applied_any {
+            self.typed.store(true, Ordering::Release);
+        }
         if let Some(clone) = self.cloner.get() {
             // A batch without entries leaves the last copy valid.
             if applied_any || played.versions.is_empty() {
                 let copy = clone(&played.state);
                 played.versions.push_back((to, copy));
-                if played.versions.len() > VERSIONS_KEPT {
-                    played.versions.pop_front();
-                }
+                self.prune_versions(&mut played.versions);
             }
             // Entries below the oldest copy are never replayed from here;
             // beyond the bound, the oldest go (replays then read the log).
@@ -304,18 +482,51 @@ impl<T: StateMachine> View<T> {
         Ok(())
     }
 
+    /// Drops kept versions beyond [`VERSIONS_KEPT`], but never the newest
+    /// one at or below the oldest live snapshot (the base): that one
+    /// serves every live snapshot. Without live snapshots, the oldest go;
+    /// with one, those older than the base go first, then the oldest ones
+    /// after it.
+    fn prune_versions(&self, versions: &mut VecDeque<(Address, T)>) {
+        if versions.len() <= VERSIONS_KEPT {
+            return;
+        }
+        let base = self
+            .snapshots
+            .oldest()
+            .and_then(|oldest| versions.iter().rposition(|(a, _)| *a <= oldest));
+        match base {
+            Some(base) => {
+                versions.drain(..base);
+                while versions.len() > VERSIONS_KEPT {
+                    versions.remove(1);
+                }
+            }
+            None => {
+                while versions.len() > VERSIONS_KEPT {
+                    versions.pop_front();
+                }
+            }
+        }
+    }
+
     /// The state with every entry of the stream below `at` applied and
     /// none at or above it, as a copy made with `clone` (see the module
     /// docs). The view itself never moves backwards: if it is not at `at`
-    /// yet it is synced exactly to `at`; if it is past it, the copy starts
-    /// from the newest kept version at or below `at` (or the initial
-    /// state) and the entries up to `at` are replayed into it privately.
+    /// yet it is synced to `at` (or beyond, for callers queued behind);
+    /// if it is past it, the copy starts from the newest kept version at or
+    /// below `at` and the entries up to `at` are replayed into it
+    /// privately. `None` if the view is past `at` and keeps no version at
+    /// or below it (it kept none before a transaction first read it, or
+    /// `at` is older than every live snapshot was): the state at `at` is
+    /// never rebuilt from the start of the stream, which could be long or
+    /// trimmed.
     pub(crate) async fn state_at(
         &self,
         log: &dyn SharedLog,
         at: Address,
         clone: fn(&T) -> T,
-    ) -> Result<T, Error> {
+    ) -> Result<Option<T>, Error> {
         // Every caller passes `T::clone`: whichever sets it, it is the same.
         let _ = self.cloner.set(clone);
         if self.next()? < at {
@@ -329,14 +540,14 @@ impl<T: StateMachine> View<T> {
                 return Err(e.clone());
             }
             if played.next == at {
-                return Ok(clone(&played.state));
+                return Ok(Some(clone(&played.state)));
             }
-            let (from, state) = played
-                .versions
-                .iter()
-                .rev()
-                .find(|(a, _)| *a <= at)
-                .map_or_else(|| (0, T::default()), |(a, s)| (*a, clone(s)));
+            let newest = played.versions.iter().rev().find(|(a, _)| *a <= at);
+            let (from, state) = match newest {
+                Some((a, s)) => (*a, clone(s)),
+                None if at == 0 => return Ok(Some(T::default())),
+                None => return Ok(None),
+            };
             // The entries in [from, at), if the view kept them all.
             let kept: Option<Vec<(Address, Arc<[u8]>)>> =
                 (played.recent_from <= from && at <= played.next).then(|| {
@@ -354,7 +565,7 @@ impl<T: StateMachine> View<T> {
             for (address, payload) in kept {
                 self.replay(&mut state, address, &payload)?;
             }
-            return Ok(state);
+            return Ok(Some(state));
         }
         while from < at {
             if let Some(end) = log.void_end(from) {
@@ -380,20 +591,15 @@ impl<T: StateMachine> View<T> {
             }
             from = to;
         }
-        Ok(state)
+        Ok(Some(state))
     }
 
     /// Applies an entry the view applied before to a private copy of a
     /// past state. It decoded then, so it decodes now; if not, the log
     /// changed under us, which is reported as such.
     fn replay(&self, state: &mut T, address: Address, payload: &[u8]) -> Result<(), Error> {
-        let decoded = record::decode_entry::<T::Op>(payload, self.stream).map_err(|reason| {
-            Error::Undecodable {
-                object: self.name.to_string(),
-                address,
-                reason,
-            }
-        })?;
+        let decoded = record::decode_entry::<T::Op>(payload, self.stream, ObjectType::of::<T>())
+            .map_err(|e| self.entry_error(address, e))?;
         for op in decoded.ops {
             state.apply(op, address);
         }
