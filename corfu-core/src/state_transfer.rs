@@ -670,7 +670,20 @@ impl StateTransfer {
                 other => return Err(Self::unexpected(&self.node, &other)),
             }
         }
-        for (address, log, outcome) in outcomes {
+        for (address, log, mut outcome) in outcomes {
+            if outcome == WriteOutcome::Corrupt {
+                // The unit's copy failed its checksum: the log's value
+                // (decided, read from the chain) replaces it.
+                let value = match &log {
+                    ReadOutcome::Data(entry) => Existing::Data(entry.clone()),
+                    _ => Existing::Junk,
+                };
+                let request = LogUnitRequest::Repair { address, value };
+                outcome = match self.call(epoch, &self.node, request).await? {
+                    LogUnitResponse::Write(o) if o != WriteOutcome::Corrupt => o,
+                    other => return Err(Self::unexpected(&self.node, &other)),
+                };
+            }
             match outcome {
                 WriteOutcome::Ok => report.copied += 1,
                 WriteOutcome::Overwritten(held) => {
@@ -688,6 +701,11 @@ impl StateTransfer {
                 // The unit trimmed further than the log: a trim is meant
                 // for the whole log, so the address is gone for readers.
                 WriteOutcome::Trimmed => report.trimmed += 1,
+                // Not after a repair (its answer was checked above).
+                WriteOutcome::Corrupt => {
+                    let answer = LogUnitResponse::Write(WriteOutcome::Corrupt);
+                    return Err(Self::unexpected(&self.node, &answer));
+                }
             }
         }
         Ok(report)

@@ -114,6 +114,17 @@ pub enum Error {
         /// Where that key was written (or the floor, or the lost address).
         address: Address,
     },
+    /// A transaction's commit named more conflict keys (keys read and
+    /// written together) than the sequencer accepts (its `txn_keys_max`).
+    /// A definite failure: nothing of it is in the log, and it was not
+    /// retried (the same transaction would name the same keys).
+    #[error("transaction not committed: too many keys ({keys} conflict keys, more than the sequencer's txn_keys_max of {max}); nothing was appended")]
+    TooManyKeys {
+        /// Keys the commit named.
+        keys: u64,
+        /// The sequencer's limit.
+        max: u32,
+    },
     /// A transaction was used wrongly: with a handle of another runtime,
     /// or after its body returned. Nothing was read or buffered.
     #[error("object {object:?}: {reason}")]

@@ -421,7 +421,9 @@ impl Runtime {
     /// and write nothing.
     ///
     /// An error of the log during the commit ([`Error::Log`]) leaves the
-    /// outcome unknown: the entry may or may not be in the log.
+    /// outcome unknown: the entry may or may not be in the log. A commit
+    /// naming more keys than the sequencer's `txn_keys_max` fails with
+    /// [`Error::TooManyKeys`] (nothing was appended).
     pub async fn transaction<R, F, Fut>(&self, mut body: F) -> Result<R, Error>
     where
         F: FnMut(Txn) -> Fut,
@@ -551,6 +553,9 @@ impl Runtime {
                         });
                     }
                     tokio::task::yield_now().await;
+                }
+                Err(ClientError::TooManyKeys { keys, max }) => {
+                    return Err(Error::TooManyKeys { keys, max })
                 }
                 Err(e) => return Err(log_error(e)),
             }

@@ -366,6 +366,9 @@ impl Inner {
                 TokenOutcome::Refused { message } => Err(ClientError::InvalidArgument(format!(
                     "the sequencer refused the commit: {message}"
                 ))),
+                TokenOutcome::TooManyKeys { keys, max } => {
+                    Err(ClientError::TooManyKeys { keys, max })
+                }
             };
             out.push((vec![job], result));
         }
@@ -397,6 +400,9 @@ impl Inner {
                         conflict: key,
                         address,
                     })
+                }
+                Ok(SequencerResponse::TooManyKeys { keys, max }) => {
+                    return Err(ClientError::TooManyKeys { keys, max })
                 }
                 Ok(SequencerResponse::Token {
                     start,
@@ -572,7 +578,15 @@ impl Inner {
         let request = LogUnitRequest::Read {
             address: write.address,
         };
-        match self.log_unit_call(routes, head, request).await? {
+        let answer = match self.log_unit_call(routes, head, request).await {
+            // The head's copy is corrupt: the chain's value, repaired.
+            Err(why) if super::repair::is_corrupt(&why) => {
+                let value = self.repair(routes, write.address, true).await?;
+                return Ok(value == ReadOutcome::Data(write.entry.clone()));
+            }
+            answer => answer?,
+        };
+        match answer {
             LogUnitResponse::Read(ReadOutcome::Data(entry)) => Ok(entry == write.entry),
             LogUnitResponse::Read(_) => Ok(false),
             other => Err(Attempt::Fatal(unexpected(head, &Response::LogUnit(other)))),
@@ -639,6 +653,28 @@ impl Inner {
                         next.push(p);
                     }
                     WriteOutcome::Trimmed => out.push((key(&p), Step::Lost)),
+                    // This member's copy is corrupt: the repair gives every
+                    // member the chain's value. Ours: it is written (on
+                    // every member by now). Another: ours is on no member,
+                    // so the entry takes a new address. Nothing decided
+                    // yet: write again at the same address.
+                    WriteOutcome::Corrupt => {
+                        match self.repair(routes, p.write.address, true).await {
+                            Ok(ReadOutcome::Data(e)) if e == p.write.entry => {
+                                p.maybe_written = true;
+                                next.push(p);
+                            }
+                            Ok(ReadOutcome::Unwritten) => {
+                                let why = Attempt::Transient(format!(
+                                    "address {} was repaired but holds nothing yet",
+                                    p.write.address
+                                ));
+                                out.push((key(&p), Step::Again(p, why)));
+                            }
+                            Ok(_) => out.push((key(&p), Step::Lost)),
+                            Err(why) => out.push((key(&p), Step::Again(p, why))),
+                        }
+                    }
                     WriteOutcome::Overwritten(_) if is_head => out.push((key(&p), Step::Lost)),
                     WriteOutcome::Overwritten(existing) => {
                         let found = match existing {

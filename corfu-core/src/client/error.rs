@@ -83,6 +83,25 @@ pub enum ClientError {
         /// Where the conflicting write (or the lost address) is.
         address: Address,
     },
+    /// A transaction's commit named more conflict keys (read and write
+    /// sets together) than the sequencer accepts (`txn_keys_max`). Nothing
+    /// is in the log, and retrying the same transaction cannot help.
+    #[error("too many keys: the transaction names {keys} conflict keys, more than the sequencer's txn_keys_max ({max}); nothing was appended")]
+    TooManyKeys {
+        /// Keys the commit named.
+        keys: u64,
+        /// The sequencer's limit.
+        max: u32,
+    },
+    /// No member of the address's chain holds a readable copy: every copy
+    /// failed its checksum (a one-unit chain whose record is corrupt).
+    #[error("address {address}: no member of its chain holds a readable copy ({detail})")]
+    Corrupt {
+        /// The address.
+        address: Address,
+        /// What the members answered.
+        detail: String,
+    },
     /// The client was shut down.
     #[error("the log client is closed")]
     Closed,
@@ -102,6 +121,8 @@ impl ClientError {
             ClientError::ChainDiverged { .. } => "chain_diverged",
             ClientError::Unexpected { .. } => "unexpected_answer",
             ClientError::Aborted { .. } => "aborted",
+            ClientError::TooManyKeys { .. } => "too_many_keys",
+            ClientError::Corrupt { .. } => "corrupt",
             ClientError::Closed => "closed",
         }
     }

@@ -56,6 +56,7 @@
 mod append;
 mod error;
 mod options;
+mod repair;
 mod tails;
 
 pub use error::ClientError;
@@ -474,7 +475,17 @@ impl Inner {
             } else {
                 LogUnitRequest::ReadBatch(pending.to_vec())
             };
-            match self.log_unit_call(routes, peer, request).await? {
+            let answer = match self.log_unit_call(routes, peer, request).await {
+                // The unit's copy of the first address is corrupt (a batch
+                // read ends before a corrupt copy): read repair.
+                Err(why) if repair::is_corrupt(&why) => {
+                    out.push((pending[0], self.repair(routes, pending[0], false).await?));
+                    pending = &pending[1..];
+                    continue;
+                }
+                answer => answer?,
+            };
+            match answer {
                 LogUnitResponse::Read(outcome) => {
                     out.push((pending[0], outcome));
                     pending = &pending[1..];
@@ -620,8 +631,15 @@ impl Inner {
         let head = &chain[0];
         let at_head = match self
             .log_unit_call(routes, head, LogUnitRequest::Read { address })
-            .await?
+            .await
         {
+            // A corrupt copy anywhere: the repair completes the address.
+            Err(why) if repair::is_corrupt(&why) => {
+                return self.repair(routes, address, true).await
+            }
+            answer => answer?,
+        };
+        let at_head = match at_head {
             LogUnitResponse::Read(ReadOutcome::Unwritten) => {
                 match self
                     .log_unit_call(routes, head, LogUnitRequest::Fill { address })
@@ -631,6 +649,7 @@ impl Inner {
                         WriteOutcome::Ok => ReadOutcome::Junk,
                         WriteOutcome::Overwritten(existing) => existing_outcome(existing),
                         WriteOutcome::Trimmed => ReadOutcome::Trimmed,
+                        WriteOutcome::Corrupt => return self.repair(routes, address, true).await,
                     },
                     other => {
                         return Err(Attempt::Fatal(unexpected(head, &Response::LogUnit(other))))
@@ -653,6 +672,9 @@ impl Inner {
                 LogUnitResponse::Write(WriteOutcome::Ok) => continue,
                 LogUnitResponse::Write(WriteOutcome::Overwritten(e)) => existing_outcome(e),
                 LogUnitResponse::Write(WriteOutcome::Trimmed) => ReadOutcome::Trimmed,
+                LogUnitResponse::Write(WriteOutcome::Corrupt) => {
+                    return self.repair(routes, address, true).await
+                }
                 other => {
                     return Err(Attempt::Fatal(unexpected(
                         member,

@@ -17,9 +17,16 @@
 //!   a later sync would not say so (the kernel reports a writeback error to
 //!   one `fdatasync` only).
 //! - Start-up scans every segment: a torn or corrupt tail of the last
-//!   segment is cut off; a corrupt record elsewhere is logged, its address
-//!   (as far as it can be read) answers an error, and the scan resumes at
-//!   the next valid record. Nothing that fails its checksum is ever served.
+//!   segment is cut off; a corrupt record elsewhere is logged and counted,
+//!   and the scan resumes at the next record. Nothing that fails its
+//!   checksum is ever served.
+//! - Corrupt copies: the address a corrupt record held (the corrected
+//!   address when only its address field was damaged, else its address
+//!   field as a hint, unless the unit holds a good record of that address)
+//!   answers [`StoreError::Corrupt`] to reads and [`Put::Corrupt`] to
+//!   writes until [`LogStore::repair`] gives it the chain's value, appended
+//!   as a new record that recovery prefers to the corrupt one. A record
+//!   found corrupt by a read or a write is marked the same way.
 //! - The sealed epoch and the trim mark live in `unit.meta`, written
 //!   atomically (temp file, fsync, rename). Prefix trim deletes whole
 //!   segment files whose addresses all lie below the mark.
@@ -177,6 +184,9 @@ struct Inner {
     /// [`Inner::sync_data`]).
     #[cfg(test)]
     fail_syncs: std::sync::atomic::AtomicBool,
+    /// Test seam: this many directory syncs of a rollover fail.
+    #[cfg(test)]
+    fail_dir_syncs: std::sync::atomic::AtomicU32,
 }
 
 /// What start-up found.
@@ -188,8 +198,14 @@ pub struct RecoveryReport {
     pub records: u64,
     /// Bytes of torn or corrupt tail cut off the last segment.
     pub truncated_bytes: u64,
-    /// Corrupt records found elsewhere (their addresses answer errors).
+    /// Corrupt records found elsewhere (each one's address answers
+    /// `Corrupt` until repaired, as far as it can be told).
     pub corrupt_records: u64,
+    /// Of those, records whose address cannot be told: the address field
+    /// is damaged beyond correction, or names an address the unit holds a
+    /// good copy of. The unit answers `Unwritten` for the true address (a
+    /// copy missing here; see ARCHITECTURE.md, "Log unit").
+    pub corrupt_unknown: u64,
 }
 
 /// A durable store in one directory.
@@ -229,7 +245,7 @@ impl FileStore {
         };
         let report = recover(dir, &config, &mut state)?;
         if state.segments.is_empty() {
-            create_segment(dir, &mut state, 1)?;
+            create_segment(dir, &mut state, 1, &sync_dir)?;
         }
         let inner = Arc::new(Inner {
             dir: dir.to_path_buf(),
@@ -245,6 +261,8 @@ impl FileStore {
             syncs: std::sync::atomic::AtomicU64::new(0),
             #[cfg(test)]
             fail_syncs: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            fail_dir_syncs: std::sync::atomic::AtomicU32::new(0),
         });
         let syncer = match inner.config.sync {
             SyncPolicy::Never => None,
@@ -373,10 +391,24 @@ impl Inner {
             .map_err(io(format!("write {}", self.dir.join(META_FILE).display())))
     }
 
+    /// Records that the copy of `address` at index location `loc` failed
+    /// its checksum when read: from now on the address answers `Corrupt`
+    /// and takes a repair. Nothing changes if the index moved on meanwhile
+    /// (a repair landed).
+    fn mark_corrupt(&self, address: Address, loc: u64, reason: &str) {
+        let mut state = self.lock();
+        if state.index.get(address) == Some(loc) {
+            mark_corrupt_locked(&mut state, address, reason);
+        }
+    }
+
+    /// Writes `items`; with `repair`, the one item replaces a corrupt copy
+    /// (see [`LogStore::repair`]).
     fn put_batch(
         &self,
         epoch: Epoch,
         items: &[(Address, &Stored)],
+        repair: bool,
     ) -> Result<Vec<Put>, StoreError> {
         // A stopped store answers that rather than judging the request (the
         // check that counts is the one under the lock, below).
@@ -415,9 +447,34 @@ impl Inner {
                 outcomes.push(Put::Exists(items[first].1.clone()));
                 continue;
             }
-            if state.index.contains(*address) || state.corrupt.contains_key(address) {
-                outcomes.push(Put::Exists(self.read_locked(state, *address)?));
+            // A corrupt copy takes only a repair; a good one is kept
+            // (write-once); an unwritten address is never repaired.
+            let corrupt = if state.corrupt.contains_key(address) {
+                true
+            } else if let Some(loc) = state.index.get(*address) {
+                match self.read_locked(state, *address) {
+                    Ok(existing) => {
+                        outcomes.push(Put::Exists(existing));
+                        continue;
+                    }
+                    Err(StoreError::Corrupt { reason, .. }) => {
+                        tracing::error!(address, %reason, "corrupt record found by a write");
+                        if state.index.get(*address) == Some(loc) {
+                            mark_corrupt_locked(state, *address, &reason);
+                        }
+                        true
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else {
+                false
+            };
+            if corrupt && !repair {
+                outcomes.push(Put::Corrupt);
                 continue;
+            }
+            if !corrupt && repair {
+                return Err(super::memory::not_corrupt(*address));
             }
             in_batch.insert(*address, i);
             fresh.push((*address, state.scratch.len() as u64, i));
@@ -443,6 +500,9 @@ impl Inner {
             state
                 .index
                 .insert(*address, pack(active, base + offset, junk));
+            if state.corrupt.remove(address).is_some() {
+                tracing::info!(address, "corrupt copy repaired");
+            }
             state.global = Some(state.global.map_or(*address, |g| g.max(*address)));
             max_address = Some(max_address.map_or(*address, |m| m.max(*address)));
             if let Stored::Data(entry) = value {
@@ -489,7 +549,19 @@ impl Inner {
         if u64::from(next) >= 1 << SEGMENT_BITS {
             return Err(StoreError::Failed("segment ids exhausted".into()));
         }
-        create_segment(&self.dir, state, next)
+        create_segment(&self.dir, state, next, &|dir| {
+            #[cfg(test)]
+            if self
+                .fail_dir_syncs
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(io(format!("sync directory {}", dir.display()))(
+                    std::io::Error::other("injected directory sync failure"),
+                ));
+            }
+            sync_dir(dir)
+        })
     }
 
     /// What an address holds, read while holding the lock (for `Exists`).
@@ -514,6 +586,13 @@ impl Inner {
         let file = state.segments[&segment].file.clone();
         read_record(&file, offset, address, self.config.entry_bytes_max)
     }
+}
+
+/// Makes `address` answer `Corrupt` (and take a repair) instead of what the
+/// index says.
+fn mark_corrupt_locked(state: &mut State, address: Address, reason: &str) {
+    state.index.remove(address);
+    state.corrupt.insert(address, reason.to_string());
 }
 
 /// Bytes read by the first `pread` of a record: most records fit, so a
@@ -601,14 +680,35 @@ fn record_in_span(
     })
 }
 
-fn create_segment(dir: &Path, state: &mut State, id: u32) -> Result<(), StoreError> {
+/// Creates segment `id` (above every segment in use) and makes it the
+/// active one once `sync_dir` made its name durable. A file of that name
+/// can only be left by an earlier attempt whose directory sync failed (the
+/// segment never became active, so nothing was appended to it): it is
+/// reused if empty. One holding data is refused, never overwritten.
+fn create_segment(
+    dir: &Path,
+    state: &mut State,
+    id: u32,
+    sync_dir: &dyn Fn(&Path) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
     let path = segment_path(dir, id);
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
+        .create(true)
+        .truncate(false)
         .open(&path)
         .map_err(io(format!("create {}", path.display())))?;
+    let len = file
+        .metadata()
+        .map_err(io(format!("inspect {}", path.display())))?
+        .len();
+    if len > 0 {
+        return Err(StoreError::Failed(format!(
+            "{} exists and holds {len} bytes although it is not in use; move it away",
+            path.display()
+        )));
+    }
     sync_dir(dir)?;
     state.segments.insert(
         id,
@@ -696,6 +796,9 @@ fn recover(
         ..Default::default()
     };
     let body_max = config.entry_bytes_max;
+    // Addresses corrupt records may have held: (address, whether it is only
+    // a hint, why).
+    let mut suspects: Vec<(Address, Option<u64>, String)> = Vec::new();
     for (n, &id) in ids.iter().enumerate() {
         let last = n + 1 == ids.len();
         let path = segment_path(dir, id);
@@ -708,7 +811,7 @@ fn recover(
             match record::scan(&bytes[at..], body_max, |s| streams.push(s)) {
                 Ok((address, junk, total)) => {
                     report.records += 1;
-                    if address >= state.trim_mark && !state.corrupt.contains_key(&address) {
+                    if address >= state.trim_mark {
                         if state.index.contains(address) {
                             tracing::warn!(
                                 segment = id,
@@ -728,35 +831,63 @@ fn recover(
                     }
                     at += total;
                 }
-                Err(error) => match next_valid(&bytes, at + 1, body_max) {
-                    None if last => {
-                        tracing::warn!(segment = id, offset = at, bytes = bytes.len() - at, %error,
+                Err(error) => {
+                    match next_valid(&bytes, at + 1, body_max) {
+                        None if last => {
+                            tracing::warn!(segment = id, offset = at, bytes = bytes.len() - at, %error,
                             "cutting off the torn tail of the last segment");
-                        report.truncated_bytes += (bytes.len() - at) as u64;
-                        valid_len = at;
-                        break;
-                    }
-                    next => {
-                        report.corrupt_records += 1;
-                        if let RecordError::BadChecksum {
-                            address_hint: Some(address),
-                            ..
-                        } = error
-                        {
-                            state.index.remove(address);
-                            state.corrupt.insert(
-                                address,
-                                format!("checksum mismatch in segment {id} at offset {at}"),
-                            );
+                            report.truncated_bytes += (bytes.len() - at) as u64;
+                            valid_len = at;
+                            break;
                         }
-                        tracing::error!(segment = id, offset = at, %error,
-                            "corrupt record in the middle of the log; it will never be served");
-                        match next {
-                            Some(next) => at = next,
-                            None => break,
+                        next => {
+                            let end = next.unwrap_or(bytes.len());
+                            for (offset, address) in corrupt_records(&bytes[..end], at, body_max) {
+                                report.corrupt_records += 1;
+                                let reason = |how: &str| {
+                                    format!(
+                                        "the record at offset {offset} of segment {id} fails its \
+                                     checksum ({how})"
+                                    )
+                                };
+                                match address {
+                                    Some(Suspect::Certain(address)) => {
+                                        tracing::error!(segment = id, offset, address,
+                                        "corrupt record whose address field alone was damaged; \
+                                         its address answers corrupt until repaired");
+                                        suspects.push((
+                                            address,
+                                            None,
+                                            reason("its address field was damaged"),
+                                        ));
+                                    }
+                                    Some(Suspect::Hint(address)) => {
+                                        tracing::error!(
+                                            segment = id,
+                                            offset,
+                                            address_hint = address,
+                                            "corrupt record; the address it names answers corrupt \
+                                         until repaired, unless the unit holds a good copy of it"
+                                        );
+                                        suspects.push((address, Some(report.corrupt_records), reason(
+                                        "it names this address, which the checksum cannot confirm",
+                                    )));
+                                    }
+                                    None => {
+                                        report.corrupt_unknown += 1;
+                                        tracing::error!(segment = id, offset, %error,
+                                        "corrupt record whose address cannot be told; \
+                                         it is never served");
+                                    }
+                                }
+                            }
+                            match next {
+                                Some(next) => at = next,
+                                None => break,
+                            }
                         }
                     }
-                },
+                }
             }
         }
         let file = fs::OpenOptions::new()
@@ -779,7 +910,80 @@ fn recover(
         state.active = id;
         state.active_len = valid_len as u64;
     }
+    // An address a corrupt record may have held answers `Corrupt` unless a
+    // good record of it was found (before the corrupt one, or after it: a
+    // repair). A hint names an address only the record's own, failed,
+    // checksum vouches for: if the unit holds a good copy of that address
+    // the hint was wrong, and the address is served as it is.
+    for (address, hint, reason) in suspects {
+        if address < state.trim_mark || state.index.contains(address) {
+            if hint.is_some() && address >= state.trim_mark {
+                report.corrupt_unknown += 1;
+                tracing::error!(
+                    address,
+                    "a corrupt record names an address the unit holds a good copy of: \
+                     its true address cannot be told"
+                );
+            }
+            continue;
+        }
+        state.corrupt.entry(address).or_insert(reason);
+    }
     Ok(report)
+}
+
+/// What a corrupt record tells about its address.
+enum Suspect {
+    /// Its address field alone was damaged: the corrected address.
+    Certain(Address),
+    /// Its address field as it reads, which the failed checksum cannot
+    /// confirm.
+    Hint(Address),
+}
+
+/// The corrupt records in `bytes[from..]`, which holds no valid record
+/// (the next valid one starts at `bytes.len()` or later): each one's
+/// offset and what it tells about its address. A record whose header is
+/// sane is stepped over by its length, so two corrupt records in a row are
+/// both found; after garbage the next record is looked for by its magic.
+fn corrupt_records(bytes: &[u8], from: usize, body_max: u32) -> Vec<(usize, Option<Suspect>)> {
+    let magic = MAGIC.to_le_bytes();
+    let find_magic = |start: usize| {
+        bytes
+            .get(start..)
+            .and_then(|rest| rest.windows(4).position(|w| w == magic))
+            .map(|hit| start + hit)
+    };
+    let mut out = Vec::new();
+    let mut at = from;
+    loop {
+        let here = &bytes[at..];
+        let whole = record::record_len(here, body_max)
+            .ok()
+            .filter(|total| *total <= here.len());
+        let suspect = whole.and_then(|_| {
+            if let Some(address) = record::corrected_address(here, body_max) {
+                return Some(Suspect::Certain(address));
+            }
+            match record::scan(here, body_max, |_| {}) {
+                // The checksum holds but the body makes no sense: the
+                // address is as written.
+                Err(RecordError::Malformed(_)) => record::address_field(here).map(Suspect::Certain),
+                _ => record::address_field(here).map(Suspect::Hint),
+            }
+        });
+        out.push((at, suspect));
+        let next = match whole {
+            Some(total) if here[total..].starts_with(&magic) => Some(at + total),
+            Some(total) => find_magic(at + total),
+            None => find_magic(at + 1),
+        };
+        match next {
+            Some(next) if next < bytes.len() => at = next,
+            _ => break,
+        }
+    }
+    out
 }
 
 fn syncer(inner: Arc<Inner>, policy: SyncPolicy) {
@@ -848,17 +1052,22 @@ fn syncer(inner: Arc<Inner>, policy: SyncPolicy) {
 
 impl LogStore for FileStore {
     fn put(&self, epoch: Epoch, address: Address, value: &Stored) -> Result<Put, StoreError> {
-        let mut out = self.inner.put_batch(epoch, &[(address, value)])?;
+        let mut out = self.inner.put_batch(epoch, &[(address, value)], false)?;
         Ok(out.pop().unwrap_or(Put::Trimmed))
     }
 
     fn put_batch(&self, epoch: Epoch, items: &[(Address, Stored)]) -> Result<Vec<Put>, StoreError> {
         let refs: Vec<(Address, &Stored)> = items.iter().map(|(a, v)| (*a, v)).collect();
-        self.inner.put_batch(epoch, &refs)
+        self.inner.put_batch(epoch, &refs, false)
+    }
+
+    fn repair(&self, epoch: Epoch, address: Address, value: &Stored) -> Result<Put, StoreError> {
+        let mut out = self.inner.put_batch(epoch, &[(address, value)], true)?;
+        Ok(out.pop().unwrap_or(Put::Trimmed))
     }
 
     fn get(&self, address: Address) -> Result<ReadOutcome, StoreError> {
-        let (file, offset) = {
+        let (file, offset, loc) = {
             let state = self.inner.lock();
             self.inner.check_stopped()?;
             if address < state.trim_mark {
@@ -877,7 +1086,7 @@ impl LogStore for FileStore {
             if junk {
                 return Ok(ReadOutcome::Junk);
             }
-            (state.segments[&segment].file.clone(), offset)
+            (state.segments[&segment].file.clone(), offset, loc)
         };
         match read_record(&file, offset, address, self.inner.config.entry_bytes_max) {
             Ok(Stored::Data(entry)) => Ok(ReadOutcome::Data(entry)),
@@ -885,6 +1094,7 @@ impl LogStore for FileStore {
             Err(e) => {
                 if let StoreError::Corrupt { reason, .. } = &e {
                     tracing::error!(address, %reason, "corrupt record; not served");
+                    self.inner.mark_corrupt(address, loc, reason);
                 }
                 Err(e)
             }
@@ -902,6 +1112,7 @@ impl LogStore for FileStore {
     ) -> Result<Vec<ReadOutcome>, StoreError> {
         // Under the lock: answers that need no I/O, and where the others
         // live.
+        // A corrupt copy ends the answer (see `LogStore::get_many`).
         let mut out = Vec::with_capacity(addresses.len());
         let mut plan: Vec<(usize, Arc<File>, u32, u64)> = Vec::new();
         {
@@ -913,6 +1124,9 @@ impl LogStore for FileStore {
                     continue;
                 }
                 if let Some(reason) = state.corrupt.get(&address) {
+                    if i > 0 {
+                        break;
+                    }
                     return Err(StoreError::Corrupt {
                         address,
                         reason: reason.clone(),
@@ -957,7 +1171,7 @@ impl LogStore for FileStore {
             span.resize((last - base) as usize + FIRST_READ_BYTES, 0);
             let have = read_span(file, &mut span, *base)
                 .map_err(io(format!("read address {}", addresses[plan[k].0])))?;
-            for (i, file, _, offset) in &plan[k..end] {
+            for (i, file, seg, offset) in &plan[k..end] {
                 if let Some(cut) = over_budget(&mut budget, &out[counted..*i]) {
                     out.truncate(counted + cut);
                     return Ok(out);
@@ -984,6 +1198,12 @@ impl LogStore for FileStore {
                     Err(e) => {
                         if let StoreError::Corrupt { reason, .. } = &e {
                             tracing::error!(address, %reason, "corrupt record; not served");
+                            self.inner
+                                .mark_corrupt(address, pack(*seg, *offset, false), reason);
+                            if *i > 0 {
+                                out.truncate(*i);
+                                return Ok(out);
+                            }
                         }
                         return Err(e);
                     }
@@ -1275,14 +1495,128 @@ mod tests {
             store.get(4),
             Err(StoreError::Corrupt { address: 4, .. })
         ));
-        // Write-once holds: the corrupt address is not silently rewritten.
-        assert!(store.put(0, 4, &entry("replacement", &[])).is_err());
-        for a in (0..10).filter(|a| *a != 4) {
+        // Write-once holds: the corrupt address is not silently rewritten,
+        // and a batch fails only there.
+        assert_eq!(
+            store.put(0, 4, &entry("replacement", &[])).unwrap(),
+            Put::Corrupt
+        );
+        let out = store
+            .put_batch(0, &[(4, Stored::Junk), (10, entry("ten", &[]))])
+            .unwrap();
+        assert_eq!(out[0], Put::Corrupt);
+        assert!(matches!(out[1], Put::Written(_)), "{out:?}");
+        for a in (0..11).filter(|a| *a != 4) {
             assert!(
                 matches!(store.get(a).unwrap(), ReadOutcome::Data(_)),
                 "address {a}"
             );
         }
+        // A repair (the chain's value) replaces the copy, for good.
+        let good = entry("value-4", &[(1, Some(3))]);
+        assert!(matches!(
+            store.repair(0, 4, &good).unwrap(),
+            Put::Written(_)
+        ));
+        assert_eq!(
+            store.repair(0, 4, &Stored::Junk).unwrap(),
+            Put::Exists(good.clone())
+        );
+        drop(store);
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        assert_eq!(store.recovery_report().corrupt_records, 1, "still on disk");
+        let Stored::Data(good) = good else {
+            unreachable!()
+        };
+        assert_eq!(store.get(4).unwrap(), ReadOutcome::Data(good));
+    }
+
+    #[test]
+    fn a_record_whose_address_cannot_be_told_hides_no_intact_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogUnitConfig::default();
+        let store = FileStore::open(dir.path(), cfg.clone()).unwrap();
+        write_many(&store, 0..10);
+        drop(store);
+        let seg = last_segment(dir.path());
+        let mut bytes = fs::read(&seg).unwrap();
+        let mut at = 0;
+        for _ in 0..4 {
+            at += record::record_len(&bytes[at..], 1 << 20).unwrap();
+        }
+        let len = record::record_len(&bytes[at..], 1 << 20).unwrap();
+        // Record 4 names address 7 (held intact) and its payload is damaged
+        // too: no correction, and the hint is disproved by record 7.
+        bytes[at + HEADER_BYTES] ^= 0x03;
+        bytes[at + len - 1] ^= 0x01;
+        fs::write(&seg, &bytes).unwrap();
+        let store = FileStore::open(dir.path(), cfg).unwrap();
+        let report = store.recovery_report();
+        assert_eq!((report.corrupt_records, report.corrupt_unknown), (1, 1));
+        assert!(matches!(store.get(7).unwrap(), ReadOutcome::Data(_)));
+        // The true address reads as a missing copy here (see
+        // ARCHITECTURE.md: a chain completes it on a non-head member).
+        assert_eq!(store.get(4).unwrap(), ReadOutcome::Unwritten);
+    }
+
+    #[test]
+    fn file_store_repairs_corrupt_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        conformance::corrupt_and_repair(store, &|s, address| {
+            // Damage the last byte of the record of `address`; the store
+            // finds out on its next read.
+            let seg = last_segment(s.dir());
+            let mut bytes = fs::read(&seg).unwrap();
+            let mut at = 0;
+            loop {
+                let (rec, len) = record::decode(&bytes[at..], 1 << 20).unwrap();
+                if rec.address == address {
+                    bytes[at + len - 1] ^= 0x01;
+                    break;
+                }
+                at += len;
+            }
+            fs::write(&seg, &bytes).unwrap();
+        });
+    }
+
+    #[test]
+    fn a_segment_left_by_a_failed_directory_sync_does_not_block_later_rolls() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), small(SyncPolicy::Never)).unwrap();
+        store.inner.fail_dir_syncs.store(1, Ordering::Release);
+        let mut failed = None;
+        for a in 0..200 {
+            match store.put(0, a, &entry(&format!("value-{a}"), &[])) {
+                Ok(Put::Written(_)) => {}
+                Ok(other) => panic!("address {a}: {other:?}"),
+                Err(e) => {
+                    failed = Some((a, e));
+                    break;
+                }
+            }
+        }
+        let (at, e) = failed.expect("a 4 KiB segment rolls over within 200 writes");
+        assert!(e.to_string().contains("sync directory"), "{e}");
+        assert!(
+            segment_path(dir.path(), 2).exists(),
+            "the roll left its file"
+        );
+        // The next roll succeeds, and the log goes on.
+        for a in at..at + 200 {
+            assert!(
+                matches!(
+                    store.put(0, a, &entry(&format!("value-{a}"), &[])).unwrap(),
+                    Put::Written(_)
+                ),
+                "address {a}"
+            );
+        }
+        drop(store);
+        let store = FileStore::open(dir.path(), small(SyncPolicy::Never)).unwrap();
+        assert_eq!(store.recovery_report().records, at + 200);
+        assert!(matches!(store.get(at).unwrap(), ReadOutcome::Data(_)));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The in-memory [`LogStore`]: the same rules as the file store, nothing
 //! durable. For tests and simulation; [`MemoryStore::stop`] simulates the
-//! fail-stop of a durable store whose sync failed.
+//! fail-stop of a durable store whose sync failed, and
+//! [`MemoryStore::corrupt`] a copy that failed its checksum.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use tokio::sync::watch;
@@ -28,6 +29,8 @@ struct State {
     streams: HashMap<StreamId, Address>,
     /// Set by [`MemoryStore::stop`]: the message every call answers.
     stopped: Option<String>,
+    /// Addresses whose copy is corrupt ([`MemoryStore::corrupt`]).
+    corrupt: HashSet<Address>,
 }
 
 impl Default for MemoryStore {
@@ -56,6 +59,16 @@ impl MemoryStore {
         self.durable.send_replace(Ticket::MAX);
     }
 
+    /// Simulates a copy of `address` that failed its checksum, as a
+    /// durable store finds one: the address answers
+    /// [`StoreError::Corrupt`] to reads and [`Put::Corrupt`] to writes
+    /// until it is repaired ([`LogStore::repair`]).
+    pub fn corrupt(&self, address: Address) {
+        let mut state = self.lock();
+        state.entries.remove(&address);
+        state.corrupt.insert(address);
+    }
+
     /// The state, unless the store has stopped.
     fn serving(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
         let state = self.lock();
@@ -77,6 +90,9 @@ impl State {
         }
         if address < self.trim_mark {
             return Put::Trimmed;
+        }
+        if self.corrupt.contains(&address) {
+            return Put::Corrupt;
         }
         if let Some(existing) = self.entries.get(&address) {
             return Put::Exists(existing.clone());
@@ -111,10 +127,33 @@ impl LogStore for MemoryStore {
         Ok(items.iter().map(|(a, v)| state.put(epoch, *a, v)).collect())
     }
 
+    fn repair(&self, epoch: Epoch, address: Address, value: &Stored) -> Result<Put, StoreError> {
+        let mut state = self.serving()?;
+        if epoch < state.epoch {
+            return Ok(Put::WrongEpoch(state.epoch));
+        }
+        if address < state.trim_mark {
+            return Ok(Put::Trimmed);
+        }
+        if state.corrupt.remove(&address) {
+            return Ok(state.put(epoch, address, value));
+        }
+        match state.entries.get(&address) {
+            Some(existing) => Ok(Put::Exists(existing.clone())),
+            None => Err(not_corrupt(address)),
+        }
+    }
+
     fn get(&self, address: Address) -> Result<ReadOutcome, StoreError> {
         let state = self.serving()?;
         if address < state.trim_mark {
             return Ok(ReadOutcome::Trimmed);
+        }
+        if state.corrupt.contains(&address) {
+            return Err(StoreError::Corrupt {
+                address,
+                reason: "simulated corruption".into(),
+            });
         }
         Ok(match state.entries.get(&address) {
             None => ReadOutcome::Unwritten,
@@ -145,6 +184,7 @@ impl LogStore for MemoryStore {
         if mark > state.trim_mark {
             state.trim_mark = mark;
             state.entries.retain(|a, _| *a >= mark);
+            state.corrupt.retain(|a| *a >= mark);
         }
         Ok(state.trim_mark)
     }
@@ -158,6 +198,14 @@ impl LogStore for MemoryStore {
     }
 }
 
+/// The refusal of a repair of an address the store holds no corrupt copy
+/// of.
+pub(crate) fn not_corrupt(address: Address) -> StoreError {
+    StoreError::Invalid(format!(
+        "address {address} holds no corrupt copy on this unit: a repair only replaces a corrupt copy"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +213,13 @@ mod tests {
     #[test]
     fn memory_store_conforms() {
         super::super::store::conformance::run(&MemoryStore::new, None);
+    }
+
+    #[test]
+    fn memory_store_repairs_corrupt_copies() {
+        super::super::store::conformance::corrupt_and_repair(MemoryStore::new(), &|s, a| {
+            s.corrupt(a)
+        });
     }
 
     #[test]

@@ -77,7 +77,8 @@ pub enum RecordError {
         stored: u32,
         /// Over the body.
         computed: u32,
-        /// The address field as read (it may be corrupt itself).
+        /// The address field as read. Not to be trusted: the field may be
+        /// the damaged part (see [`corrected_address`]).
         address_hint: Option<Address>,
     },
     /// The checksum matches but the body is inconsistent.
@@ -214,6 +215,70 @@ fn checked_body(bytes: &[u8], body_bytes_max: u32) -> Result<(&[u8], usize), Rec
         });
     }
     Ok((body, total))
+}
+
+/// The address field of the record at the start of `bytes` as it reads,
+/// whatever the checksum says (`None` if the bytes are too short). Only
+/// as trustworthy as the checksum that covers it.
+pub fn address_field(bytes: &[u8]) -> Option<Address> {
+    bytes
+        .get(HEADER_BYTES..HEADER_BYTES + 8)
+        .map(|field| u64_at(field, 0))
+}
+
+/// The address of a whole record whose checksum fails, if the damage is
+/// confined to its address field: the one address, differing from the
+/// stored field in one byte, that makes the checksum hold (and the record
+/// decode). Such a record is intact but for that field, so the address is
+/// as trustworthy as any checked record's. `None` if the record is not
+/// whole, if its checksum holds, or if no address or more than one does
+/// (then the damage lies elsewhere, and the address field cannot be
+/// trusted either).
+///
+/// Cheap whatever the record's size: the checksum is linear, so the effect
+/// of changing the address field is computed from 64 precomputed values,
+/// without checksumming the body again per candidate.
+pub fn corrected_address(bytes: &[u8], body_bytes_max: u32) -> Option<Address> {
+    let total = record_len(bytes, body_bytes_max).ok()?;
+    let body = bytes.get(HEADER_BYTES..total)?;
+    let stored = u32_at(bytes, 8);
+    let computed = crc32c::crc32c(body);
+    if stored == computed {
+        return None;
+    }
+    // crc(body ^ (d || 0^n)) = crc(body) ^ shift_n(crc(d) ^ crc(0^8)), for
+    // an 8-byte change d of the address field followed by n body bytes.
+    let rest = body.len() - 8;
+    let zero = crc32c::crc32c(&[0u8; 8]);
+    let mut bit_effect = [0u32; 64];
+    for (j, effect) in bit_effect.iter_mut().enumerate() {
+        let d = (1u64 << j).to_le_bytes();
+        *effect = crc32c::crc32c_combine(crc32c::crc32c(&d) ^ zero, 0, rest);
+    }
+    let wanted = stored ^ computed;
+    let field = u64_at(body, 0);
+    let mut found = None;
+    for byte in 0..8 {
+        for value in 1u64..=255 {
+            let mut effect = 0;
+            for k in 0..8 {
+                if value & (1 << k) != 0 {
+                    effect ^= bit_effect[byte * 8 + k];
+                }
+            }
+            if effect == wanted {
+                if found.is_some() {
+                    return None;
+                }
+                found = Some(field ^ (value << (8 * byte)));
+            }
+        }
+    }
+    let address = found?;
+    let mut fixed = bytes[..total].to_vec();
+    fixed[HEADER_BYTES..HEADER_BYTES + 8].copy_from_slice(&address.to_le_bytes());
+    scan(&fixed, body_bytes_max, |_| {}).ok()?;
+    Some(address)
 }
 
 /// Where the stream headers of a data record of `kind` start in its body.
@@ -416,6 +481,47 @@ mod tests {
                     both.is_err(),
                     "flip of bit {bit} of byte {i} went unnoticed"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_address_field_is_corrected_and_nothing_else_is() {
+        let big = vec![7u8; 100_000];
+        for value in [
+            data(b"payload bytes", &[(9, Some(1))]),
+            with_id(data(&big, &[(3, None)]), 5, 6),
+            Stored::Junk,
+        ] {
+            let mut buf = Vec::new();
+            encode(4242, &value, &mut buf);
+            assert_eq!(corrected_address(&buf, 1 << 20), None, "intact");
+            // Any change of one byte of the address field is undone.
+            for byte in 0..8 {
+                for flip in [1u8, 0x80, 0xff, 0x5a] {
+                    let mut bad = buf.clone();
+                    bad[HEADER_BYTES + byte] ^= flip;
+                    assert!(decode(&bad, 1 << 20).is_err());
+                    assert_eq!(
+                        corrected_address(&bad, 1 << 20),
+                        Some(4242),
+                        "byte {byte} ^ {flip:#x}"
+                    );
+                }
+            }
+            // Damage elsewhere leaves the address unknown.
+            let step = (buf.len() / 64).max(1);
+            for at in (HEADER_BYTES + 8..buf.len()).step_by(step) {
+                let mut bad = buf.clone();
+                bad[at] ^= 0x10;
+                assert_eq!(corrected_address(&bad, 1 << 20), None, "byte {at}");
+            }
+            // So does damage to the address field and elsewhere.
+            let mut bad = buf.clone();
+            bad[HEADER_BYTES] ^= 1;
+            bad[buf.len() - 1] ^= 1;
+            if bad.len() > HEADER_BYTES + 9 {
+                assert_eq!(corrected_address(&bad, 1 << 20), None);
             }
         }
     }

@@ -12,6 +12,11 @@
 //! may hold stale data (see [`BOOTSTRAP_EPOCH`] for the one exception).
 //! Seals themselves are always served.
 //!
+//! Corrupt copies (see [`LogStore::repair`]): a read of an address whose
+//! copy is corrupt answers a `Corrupt` error (a batch read answers the
+//! addresses before it), a write or fill of it `WriteOutcome::Corrupt` for
+//! that address alone, and `Repair` writes the chain's value over it.
+//!
 //! Fail-stop: once the store has stopped (a sync failed, see [`LogStore`]),
 //! every request is answered `Unavailable` with the store's message, before
 //! anything else is looked at; so are the writes that were waiting for the
@@ -136,13 +141,34 @@ impl<S: LogStore> LogUnitService<S> {
         }
     }
 
-    /// Writes, returning each outcome and the ticket to wait for.
+    /// Serves a write, write batch, fill or repair: whether it was a single
+    /// write, each outcome, and the ticket to wait for.
     fn write(
         &self,
         epoch: Epoch,
-        items: Vec<(Address, Stored)>,
-    ) -> Result<(Vec<WriteOutcome>, u64), Response> {
-        let puts = self.store.put_batch(epoch, &items).map_err(store_error)?;
+        req: LogUnitRequest,
+    ) -> Result<(bool, Vec<WriteOutcome>, u64), Response> {
+        let puts = if let LogUnitRequest::Repair { address, value } = req {
+            let value = match value {
+                Existing::Data(entry) => Stored::Data(entry),
+                Existing::Junk => Stored::Junk,
+            };
+            vec![self
+                .store
+                .repair(epoch, address, &value)
+                .map_err(store_error)?]
+        } else {
+            let (single, items) = write_items(req);
+            let puts = self.store.put_batch(epoch, &items).map_err(store_error)?;
+            let (outcomes, ticket) = Self::outcomes(puts)?;
+            return Ok((single, outcomes, ticket));
+        };
+        let (outcomes, ticket) = Self::outcomes(puts)?;
+        Ok((true, outcomes, ticket))
+    }
+
+    /// The answers to the store's outcomes, and the ticket to wait for.
+    fn outcomes(puts: Vec<Put>) -> Result<(Vec<WriteOutcome>, u64), Response> {
         let mut ticket = 0;
         let mut outcomes = Vec::with_capacity(puts.len());
         for put in puts {
@@ -154,6 +180,7 @@ impl<S: LogStore> LogUnitService<S> {
                 Put::Exists(Stored::Data(e)) => WriteOutcome::Overwritten(Existing::Data(e)),
                 Put::Exists(Stored::Junk) => WriteOutcome::Overwritten(Existing::Junk),
                 Put::Trimmed => WriteOutcome::Trimmed,
+                Put::Corrupt => WriteOutcome::Corrupt,
                 Put::WrongEpoch(current) => return Err(Response::WrongEpoch { current }),
             });
         }
@@ -196,7 +223,10 @@ impl<S: LogStore> LogUnitService<S> {
         }
         let is_write = matches!(
             req,
-            LogUnitRequest::Write(_) | LogUnitRequest::WriteBatch(_) | LogUnitRequest::Fill { .. }
+            LogUnitRequest::Write(_)
+                | LogUnitRequest::WriteBatch(_)
+                | LogUnitRequest::Fill { .. }
+                | LogUnitRequest::Repair { .. }
         );
         if (is_write && self.limits.wait_for_sync)
             || matches!(
@@ -237,13 +267,10 @@ impl<S: LogStore> LogUnitService<S> {
                 self.reads(addresses.into_iter())
             }
             LogUnitRequest::Tail => Response::LogUnit(LogUnitResponse::Tails(self.store.tails())),
-            write => {
-                let (single, items) = write_items(write);
-                match self.write(epoch, items) {
-                    Ok((outcomes, _)) => Self::write_response(single, outcomes),
-                    Err(answer) => answer,
-                }
-            }
+            write => match self.write(epoch, write) {
+                Ok((single, outcomes, _)) => Self::write_response(single, outcomes),
+                Err(answer) => answer,
+            },
         })
     }
 }
@@ -265,6 +292,9 @@ fn store_error(e: StoreError) -> Response {
         // The store stopped between the health check and the call: an
         // unknown outcome, like every answer of a stopped unit.
         StoreError::Stopped(_) => ServerErrorKind::Unavailable,
+        // A copy that failed its checksum: the client reads a good member
+        // and repairs this one.
+        StoreError::Corrupt { .. } => ServerErrorKind::Corrupt,
         _ => ServerErrorKind::Internal,
     };
     Response::error(kind, e.to_string())
@@ -306,8 +336,7 @@ impl<S: LogStore> Service for LogUnitService<S> {
                 if let Some(stale) = self.stale(epoch) {
                     return stale;
                 }
-                let (single, items) = write_items(write);
-                let (outcomes, ticket) = match self.write(epoch, items) {
+                let (single, outcomes, ticket) = match self.write(epoch, write) {
                     Ok(written) => written,
                     Err(answer) => return answer,
                 };
@@ -523,6 +552,80 @@ mod tests {
         assert!(
             matches!(&answer, Response::Error(e) if e.message.contains("corrupt")),
             "{answer:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_copy_is_answered_as_such_and_takes_a_repair() {
+        let s = service();
+        let ok = Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Ok));
+        for a in 0..4 {
+            assert_eq!(call(&s, 1, write(a)).await, ok);
+        }
+        s.store().corrupt(2);
+        let corrupt = |answer: &Response| {
+            matches!(answer, Response::Error(e) if e.kind == ServerErrorKind::Corrupt
+                && e.message.contains("address 2"))
+        };
+        let read = call(&s, 1, LogUnitRequest::Read { address: 2 }).await;
+        assert!(corrupt(&read), "{read:?}");
+        // A batch read answers up to the corrupt copy, or fails on it.
+        let range = call(&s, 1, LogUnitRequest::ReadRange { from: 0, to: 4 }).await;
+        let Response::LogUnit(LogUnitResponse::Reads(reads)) = range else {
+            panic!("{range:?}");
+        };
+        assert_eq!(
+            reads.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        let batch = call(&s, 1, LogUnitRequest::ReadBatch(vec![2, 3])).await;
+        assert!(corrupt(&batch), "{batch:?}");
+        // Writes and fills fail there only.
+        let entry = Entry {
+            id: None,
+            streams: vec![],
+            payload: b"x".to_vec(),
+        };
+        let batch = LogUnitRequest::WriteBatch(
+            [2, 5]
+                .into_iter()
+                .map(|address| AddressedEntry {
+                    address,
+                    entry: entry.clone(),
+                })
+                .collect(),
+        );
+        assert_eq!(
+            call(&s, 1, batch).await,
+            Response::LogUnit(LogUnitResponse::WriteBatch(vec![
+                WriteOutcome::Corrupt,
+                WriteOutcome::Ok
+            ]))
+        );
+        assert_eq!(
+            call(&s, 1, LogUnitRequest::Fill { address: 2 }).await,
+            Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Corrupt))
+        );
+        // A repair replaces only a corrupt copy.
+        let repair = |address| LogUnitRequest::Repair {
+            address,
+            value: Existing::Data(entry.clone()),
+        };
+        let refused = call(&s, 1, repair(9)).await;
+        assert!(
+            matches!(&refused, Response::Error(e) if e.kind == ServerErrorKind::InvalidRequest),
+            "{refused:?}"
+        );
+        assert_eq!(call(&s, 1, repair(2)).await, ok);
+        assert_eq!(
+            call(&s, 1, LogUnitRequest::Read { address: 2 }).await,
+            Response::LogUnit(LogUnitResponse::Read(ReadOutcome::Data(entry.clone())))
+        );
+        assert_eq!(
+            call(&s, 1, repair(2)).await,
+            Response::LogUnit(LogUnitResponse::Write(WriteOutcome::Overwritten(
+                Existing::Data(entry)
+            )))
         );
     }
 

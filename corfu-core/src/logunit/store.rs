@@ -29,6 +29,10 @@ pub enum Put {
     Trimmed,
     /// The request's epoch is older than the store's sealed epoch.
     WrongEpoch(Epoch),
+    /// The store's copy of the address is corrupt: it cannot tell whether
+    /// the address is written, so it wrote nothing (see
+    /// [`LogStore::repair`]).
+    Corrupt,
 }
 
 /// A storage failure (not a Corfu outcome).
@@ -125,19 +129,33 @@ pub trait LogStore: Send + Sync + 'static {
             .collect()
     }
 
-    /// What `address` holds.
+    /// Replaces the corrupt copy of `address` with `value`, the value a
+    /// good member of its chain holds (read repair). Write-once still
+    /// holds: only an address whose copy the store knows to be corrupt
+    /// ([`StoreError::Corrupt`] on reads, [`Put::Corrupt`] on writes) is
+    /// written; one holding a good copy answers [`Put::Exists`] (a repair
+    /// that raced this one), and one the store holds nothing for is refused
+    /// ([`StoreError::Invalid`]): a repair never decides an address.
+    fn repair(&self, epoch: Epoch, address: Address, value: &Stored) -> Result<Put, StoreError>;
+
+    /// What `address` holds. [`StoreError::Corrupt`] if the store's copy is
+    /// corrupt.
     fn get(&self, address: Address) -> Result<ReadOutcome, StoreError>;
 
-    /// What each of `addresses` holds, in order; one error fails the whole
-    /// call. Stores override it to read neighbouring records at once.
+    /// What each of `addresses` holds, in order. A corrupt copy ends the
+    /// answer: the outcomes before the first corrupt address are returned
+    /// (fewer than asked for), and [`StoreError::Corrupt`] only if that is
+    /// the first address; any other error fails the whole call. Stores
+    /// override it to read neighbouring records at once.
     fn get_many(&self, addresses: &[Address]) -> Result<Vec<ReadOutcome>, StoreError> {
-        addresses.iter().map(|a| self.get(*a)).collect()
+        self.get_prefix(addresses, usize::MAX)
     }
 
     /// What a prefix of `addresses` holds, in order, within a byte budget:
     /// outcomes are taken while their [`ReadOutcome::wire_bytes`] add up to
     /// at most `bytes_max`, and the first address is always answered (so
-    /// a reader that continues after the prefix always progresses). One
+    /// a reader that continues after the prefix always progresses). A
+    /// corrupt copy ends the answer as in [`LogStore::get_many`]; any other
     /// error fails the whole call. Stores override it so that records past
     /// the budget are not read.
     fn get_prefix(
@@ -148,7 +166,11 @@ pub trait LogStore: Send + Sync + 'static {
         let mut out = Vec::new();
         let mut budget = ReadBudget::new(bytes_max);
         for &address in addresses {
-            let outcome = self.get(address)?;
+            let outcome = match self.get(address) {
+                Ok(outcome) => outcome,
+                Err(StoreError::Corrupt { .. }) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            };
             if !budget.take(outcome.wire_bytes()) {
                 break;
             }
@@ -461,6 +483,77 @@ pub(crate) mod conformance {
         is_stopped("prefix_trim", s.prefix_trim(1).err());
         assert_eq!(*s.durable().borrow(), Ticket::MAX, "waiters are woken");
         assert_eq!(s.epoch(), 0, "the refused seal changed nothing");
+    }
+
+    /// Read repair: `corrupt` damages the store's copy of an address (and
+    /// returns once the store knows it, or will find out on the next
+    /// read). The address then answers `Corrupt` to reads and writes (a
+    /// batch fails only there), ends a batch read, and takes a repair,
+    /// after which it serves the repaired value; a repair never overwrites
+    /// a good copy or decides an unwritten address.
+    pub fn corrupt_and_repair<S: LogStore>(s: S, corrupt: &dyn Fn(&S, Address)) {
+        for a in 1..=4 {
+            s.put(0, a, &entry(&format!("v{a}"), &[(3, None)])).unwrap();
+        }
+        corrupt(&s, 2);
+        assert!(
+            matches!(s.get(2), Err(StoreError::Corrupt { address: 2, .. })),
+            "{:?}",
+            s.get(2)
+        );
+        assert_eq!(data_of(s.get(3).unwrap()), entry("v3", &[(3, None)]));
+        // A batch read ends before the corrupt address, or fails on it.
+        assert_eq!(
+            s.get_many(&[1, 2, 3]).unwrap(),
+            vec![s.get(1).unwrap()],
+            "answered up to the corrupt address"
+        );
+        assert!(matches!(
+            s.get_many(&[2, 3]),
+            Err(StoreError::Corrupt { address: 2, .. })
+        ));
+        // Writes and fills: refused there only.
+        assert_eq!(s.put(0, 2, &entry("other", &[])).unwrap(), Put::Corrupt);
+        assert_eq!(s.put(0, 2, &Stored::Junk).unwrap(), Put::Corrupt);
+        let out = s
+            .put_batch(
+                0,
+                &[(2, Stored::Junk), (5, entry("v5", &[])), (1, Stored::Junk)],
+            )
+            .unwrap();
+        assert_eq!(out[0], Put::Corrupt);
+        assert!(matches!(out[1], Put::Written(_)), "{out:?}");
+        assert_eq!(out[2], Put::Exists(entry("v1", &[(3, None)])));
+        // A repair touches only a corrupt copy.
+        assert_eq!(
+            s.repair(0, 3, &Stored::Junk).unwrap(),
+            Put::Exists(entry("v3", &[(3, None)]))
+        );
+        assert!(matches!(
+            s.repair(0, 9, &Stored::Junk),
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(s.get(9).unwrap(), ReadOutcome::Unwritten);
+        s.seal(2).unwrap().unwrap();
+        assert_eq!(
+            s.repair(1, 2, &entry("v2", &[(3, None)])).unwrap(),
+            Put::WrongEpoch(2)
+        );
+        assert!(matches!(
+            s.repair(2, 2, &entry("v2", &[(3, None)])).unwrap(),
+            Put::Written(_)
+        ));
+        assert_eq!(data_of(s.get(2).unwrap()), entry("v2", &[(3, None)]));
+        assert_eq!(s.get_many(&[1, 2, 3]).unwrap().len(), 3);
+        // Repaired: write-once again.
+        assert_eq!(
+            s.repair(2, 2, &Stored::Junk).unwrap(),
+            Put::Exists(entry("v2", &[(3, None)]))
+        );
+        assert_eq!(
+            s.put(2, 2, &Stored::Junk).unwrap(),
+            Put::Exists(entry("v2", &[(3, None)]))
+        );
     }
 
     fn survives_reopen<S: LogStore>(s: S, reopen: &dyn Fn(S) -> S) {

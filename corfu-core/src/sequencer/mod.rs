@@ -276,10 +276,10 @@ impl Sequencer {
         if let Some(c) = condition {
             let keys = c.read_set.len().saturating_add(c.write_set.len());
             if keys > self.config.txn_keys_max as usize {
-                return invalid(format!(
-                    "{keys} conflict keys, more than txn_keys_max = {}",
-                    self.config.txn_keys_max
-                ));
+                return Response::Sequencer(SequencerResponse::TooManyKeys {
+                    keys: keys as u64,
+                    max: self.config.txn_keys_max,
+                });
             }
         }
         let start = self.next;
@@ -352,6 +352,9 @@ impl Sequencer {
                 },
                 Response::Sequencer(SequencerResponse::Abort { key, address }) => {
                     TokenOutcome::Aborted { key, address }
+                }
+                Response::Sequencer(SequencerResponse::TooManyKeys { keys, max }) => {
+                    TokenOutcome::TooManyKeys { keys, max }
                 }
                 Response::Error(e) => TokenOutcome::Refused { message: e.message },
                 other => TokenOutcome::Refused {

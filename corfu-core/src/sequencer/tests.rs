@@ -549,7 +549,6 @@ fn rule_requests_beyond_limits_are_invalid() {
         token_request(11, &[]),
         token_request(1, &[stream(1), stream(2), stream(3)]),
         token_request(1, &[stream(1), stream(1)]),
-        txn_request(0, 1, &[key(0, 1), key(0, 2)], &[key(0, 3)]),
         SequencerRequest::Tail {
             streams: (0..4).map(stream).collect(),
         },
@@ -583,6 +582,30 @@ fn rule_requests_beyond_limits_are_invalid() {
             "{request:?}: {r:?}"
         );
     }
+    // Too many keys is an answer of its own (the client reports it as
+    // such, not as an unknown outcome), alone or in a batch of commits.
+    let wide = txn_request(0, 1, &[key(0, 1), key(0, 2)], &[key(0, 3)]);
+    assert_eq!(
+        seq.handle(1, wide),
+        Response::Sequencer(SequencerResponse::TooManyKeys { keys: 3, max: 2 })
+    );
+    let batch = SequencerRequest::Tokens {
+        tokens: vec![ConditionalToken {
+            streams: vec![stream(1)],
+            condition: TxnCondition {
+                snapshot: 0,
+                read_set: vec![key(0, 1)],
+                write_set: vec![key(0, 2), key(0, 3)],
+            },
+        }],
+    };
+    assert_eq!(
+        seq.handle(1, batch),
+        Response::Sequencer(SequencerResponse::Tokens(vec![TokenOutcome::TooManyKeys {
+            keys: 3,
+            max: 2
+        }]))
+    );
     assert_eq!(seq.next(), 0, "nothing was granted");
     assert_eq!(seq.epoch(), 0, "the refused bootstrap changed nothing");
     grant(&mut seq, 1, 10, &[stream(1), stream(2)]);

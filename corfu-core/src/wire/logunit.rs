@@ -83,6 +83,11 @@ pub enum WriteOutcome {
     Overwritten(Existing),
     /// The address lies below the trim mark; nothing was written.
     Trimmed,
+    /// The unit's copy of the address is corrupt (see
+    /// `ServerErrorKind::Corrupt`): it cannot tell whether the address is
+    /// written, so it wrote nothing. Only a `Repair` with the chain's value
+    /// replaces the copy.
+    Corrupt,
 }
 
 /// Tails reported by a unit when it is sealed or asked.
@@ -139,6 +144,18 @@ pub enum LogUnitRequest {
         /// The new trim mark.
         address: Address,
     },
+    /// Replace the unit's corrupt copy of `address` with `value`, the value
+    /// a good member of its chain holds (read repair). Answered like a
+    /// write: `Ok` once durable, `Overwritten` if the address holds a good
+    /// copy already (a repair raced this one), `Trimmed`; an
+    /// `InvalidRequest` error if the unit holds no corrupt copy of it (it
+    /// never overwrites a good copy or decides an unwritten address).
+    Repair {
+        /// The address.
+        address: Address,
+        /// The chain's value for it.
+        value: Existing,
+    },
 }
 
 impl LogUnitRequest {
@@ -154,6 +171,7 @@ impl LogUnitRequest {
             LogUnitRequest::Seal { .. } => "log_unit.seal",
             LogUnitRequest::Tail => "log_unit.tail",
             LogUnitRequest::PrefixTrim { .. } => "log_unit.prefix_trim",
+            LogUnitRequest::Repair { .. } => "log_unit.repair",
         }
     }
 }

@@ -35,12 +35,12 @@ use crate::types::{ClusterId, Epoch, Role};
 
 /// Version of this wire protocol. A node refuses requests of another version
 /// (and the TLS handshake already refuses clients whose ALPN differs).
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN protocol name negotiated in the TLS handshake; it carries the
 /// protocol version so mismatched peers fail at connect time with a clear
 /// error instead of sending archives the other side cannot read.
-pub const ALPN: &[u8] = b"corfu/2";
+pub const ALPN: &[u8] = b"corfu/3";
 
 /// Fields every request carries.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +177,12 @@ pub enum ServerErrorKind {
     Unavailable,
     /// The node failed internally (for example a storage error).
     Internal,
+    /// A log unit's copy of the address read failed its checksum (or the
+    /// unit cannot vouch for it since a corrupt record was found at
+    /// start-up): the unit serves no value for it until a good copy is
+    /// given to it with `LogUnitRequest::Repair`. Other members of the
+    /// address's chain may hold a good copy.
+    Corrupt,
 }
 
 impl std::fmt::Display for ServerError {

@@ -59,11 +59,19 @@ pub enum TokenOutcome {
         /// Where the conflicting write happened (or the floor).
         address: Address,
     },
-    /// The token is malformed (too many streams or keys); the message says
-    /// why.
+    /// The token is malformed (too many streams); the message says why.
     Refused {
         /// Why.
         message: String,
+    },
+    /// The condition names more conflict keys (read and write sets
+    /// together) than the sequencer's `txn_keys_max`: refused, nothing is
+    /// granted, and retrying cannot help.
+    TooManyKeys {
+        /// Keys the condition named.
+        keys: u64,
+        /// The sequencer's limit.
+        max: u32,
     },
 }
 
@@ -172,6 +180,15 @@ pub enum SequencerResponse {
         key: Option<ConflictKey>,
         /// Where the conflicting write happened (or the floor).
         address: Address,
+    },
+    /// A conditional token names more conflict keys (read and write sets
+    /// together) than the sequencer's `txn_keys_max`: nothing is granted,
+    /// and retrying cannot help.
+    TooManyKeys {
+        /// Keys the condition named.
+        keys: u64,
+        /// The sequencer's limit.
+        max: u32,
     },
     /// Answer to `Tokens`: one outcome per token, in order.
     Tokens(Vec<TokenOutcome>),
