@@ -34,7 +34,12 @@
 //!   failure timeout forgets its evidence and ignores the answers of probes
 //!   sent before the stall: a resumed node does not accuse the peers it
 //!   could not hear while it was stopped. A removal that did not go through
-//!   is retried at most once per failure timeout.
+//!   is retried at most once per failure timeout. A node being removed
+//!   that acknowledges the removal's seal is kept
+//!   ([`Reconfigurer::keep_removed_that_answer`]): a detector cut off in a
+//!   minority keeps retrying its removals (it cannot reach a majority of
+//!   layout servers), and when the partition heals the retry in flight
+//!   would otherwise remove the nodes it could not hear, alive all along.
 //! - **A sequencer that answers but does not serve** (it restarted and lost
 //!   its soft state, a whole cluster came back from a power loss, or the
 //!   bootstrap of its epoch never arrived: its engine died after deciding)
@@ -536,7 +541,8 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             // a seal: it seals the next epoch too (finishing a half-done
             // seal), while a seal would wait for the unreachable units.
             let engine = Reconfigurer::new(endpoint.clone(), servers.clone())
-                .only_up_to_epoch(current.epoch);
+                .only_up_to_epoch(current.epoch)
+                .keep_removed_that_answer();
             let change = if gone.len() == 1 {
                 Change::RemoveNode(gone[0].clone())
             } else {

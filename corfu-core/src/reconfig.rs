@@ -471,6 +471,7 @@ pub struct Reconfigurer {
     layout_servers: Vec<String>,
     seal_timeout: Duration,
     epoch_bound: Option<Epoch>,
+    keep_answering: bool,
 }
 
 impl Reconfigurer {
@@ -483,7 +484,23 @@ impl Reconfigurer {
             layout_servers,
             seal_timeout: Duration::from_millis(500),
             epoch_bound: None,
+            keep_answering: false,
         }
+    }
+
+    /// A node being removed that acknowledges the seal is kept after all
+    /// (as a sealed member, its tails counted in `T`): the evidence against
+    /// it is stale. For removals of nodes suspected unreachable (the
+    /// failure detector's), whose suspicion may be older than a healed
+    /// partition: the removal can be retrying for seconds while it waits
+    /// for a majority of layout servers, and once the links come back it
+    /// would otherwise take out nodes that are alive. An answer is waited
+    /// for until the other seals are in, and at most as long again (at
+    /// least [`SEAL_GRACE_GONE`], at most [`SEAL_TIMEOUT_GONE`]); a removal
+    /// left with no node to remove becomes a [`Change::Seal`].
+    pub fn keep_removed_that_answer(mut self) -> Reconfigurer {
+        self.keep_answering = true;
+        self
     }
 
     /// Binds the engine to layouts up to `epoch`: a change not already
@@ -745,6 +762,20 @@ impl Reconfigurer {
             let (tail, stream_tails) = merge_tails(&sealed.tails);
             let tail = tail.max(floor);
             let mut proposal = match step {
+                Step::Change(change) if !sealed.kept.is_empty() => {
+                    let still: Vec<String> = change
+                        .removed()
+                        .into_iter()
+                        .filter(|n| !sealed.kept.iter().any(|k| k == n))
+                        .map(str::to_string)
+                        .collect();
+                    let change = if still.is_empty() {
+                        Change::Seal
+                    } else {
+                        Change::RemoveNodes(still)
+                    };
+                    plan(&current, &change, tail)?
+                }
                 Step::Change(change) => plan(&current, change, tail)?,
                 Step::Join { node, parts } => plan_join(&current, node, parts)?,
             };
@@ -896,15 +927,21 @@ impl Reconfigurer {
             .partition(|u| excused.contains(&u.node_id.as_str()));
         // Nodes being removed are sealed too, but not waited for: they are
         // usually dead, and what only they hold was never acknowledged.
+        let started = Instant::now();
+        let mut gone_seals = Vec::new();
         for unit in gone {
             let peer = self.endpoint.peer(&unit.addr);
             // Short: a late seal could otherwise reach the node restarted on
             // its address and seal it into an epoch it is not part of.
             let timeout = SEAL_TIMEOUT_GONE;
-            tokio::spawn(async move {
+            let id = unit.node_id.clone();
+            gone_seals.push(tokio::spawn(async move {
                 let request = Request::LogUnit(LogUnitRequest::Seal { epoch });
-                let _ = peer.call_timeout(epoch, request, timeout).await;
-            });
+                match peer.call_timeout(epoch, request, timeout).await {
+                    Ok(Response::LogUnit(LogUnitResponse::Tails(t))) => Some((id, t)),
+                    _ => None,
+                }
+            }));
         }
         let seals = units.iter().map(|unit| self.seal_unit(unit, epoch));
         let sequencers = layout.sequencers.iter().map(|s| async move {
@@ -935,9 +972,23 @@ impl Reconfigurer {
             }
         });
         let (answers, sequencers) = tokio::join!(join_all(seals), join_all(sequencers));
+        let mut tails: Vec<Tails> = answers.into_iter().collect::<Result<_, _>>()?;
+        let mut kept = Vec::new();
+        if self.keep_answering && !gone_seals.is_empty() {
+            let grace = started.elapsed().clamp(SEAL_GRACE_GONE, SEAL_TIMEOUT_GONE);
+            let deadline = tokio::time::Instant::now() + grace;
+            for seal in gone_seals {
+                if let Ok(Ok(Some((id, t)))) = tokio::time::timeout_at(deadline, seal).await {
+                    tracing::info!(node = %id, epoch, "a node being removed acknowledged the seal; it is kept");
+                    tails.push(t);
+                    kept.push(id);
+                }
+            }
+        }
         Ok(Sealed {
-            tails: answers.into_iter().collect::<Result<_, _>>()?,
+            tails,
             sequencers: sequencers.into_iter().flatten().collect(),
+            kept,
         })
     }
 
@@ -991,6 +1042,10 @@ impl Reconfigurer {
 /// background: nobody waits for it).
 const SEAL_TIMEOUT_GONE: Duration = Duration::from_millis(200);
 
+/// With [`Reconfigurer::keep_removed_that_answer`], the least time the
+/// seal of a node being removed is waited for once the other seals are in.
+const SEAL_GRACE_GONE: Duration = Duration::from_millis(20);
+
 /// What a sequencer answered to a seal.
 #[derive(Debug, Clone, Copy)]
 struct SequencerSeal {
@@ -1004,6 +1059,9 @@ struct Sealed {
     tails: Vec<Tails>,
     /// By node id, the sequencers that answered.
     sequencers: std::collections::HashMap<String, SequencerSeal>,
+    /// Nodes being removed that acknowledged the seal, with
+    /// [`Reconfigurer::keep_removed_that_answer`]: they stay.
+    kept: Vec<String>,
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod history;
 pub mod linearizability;
+pub mod net;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -1,7 +1,6 @@
 //! The client side: a QUIC endpoint and one multiplexed connection per peer.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,7 +40,8 @@ impl std::fmt::Debug for ClientEndpoint {
 }
 
 impl ClientEndpoint {
-    /// Creates an endpoint on an ephemeral local port. `cluster_id` is put
+    /// Creates an endpoint on an ephemeral local port (of
+    /// `config.local_ip`, if set). `cluster_id` is put
     /// in every request header ([`ClusterId::ANY`] only works for `Ping`
     /// and `Info`).
     pub fn new(
@@ -50,9 +50,9 @@ impl ClientEndpoint {
         cluster_id: ClusterId,
     ) -> Result<ClientEndpoint, TransportError> {
         config.validate().map_err(TransportError::Endpoint)?;
-        let bind: SocketAddr = ([0, 0, 0, 0], 0).into();
-        let mut endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| TransportError::Endpoint(e.to_string()))?;
+        let bind = config.client_bind();
+        let mut endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| TransportError::Endpoint(format!("binding {bind}: {e}")))?;
         let mut client = quinn::ClientConfig::new(Arc::new(crypto));
         client.transport_config(Arc::new(config.quinn()));
         endpoint.set_default_client_config(client);

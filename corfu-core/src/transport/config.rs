@@ -1,5 +1,6 @@
 //! Transport limits and windows, shared by nodes and clients.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -50,6 +51,12 @@ pub struct TransportConfig {
     pub keep_alive_ms: u64,
     /// Bidirectional streams a peer may open concurrently on a connection.
     pub max_concurrent_streams: u32,
+    /// The local address outgoing connections are made from (an ephemeral
+    /// port on it); `None` (the default): chosen by the operating system.
+    /// Set it where the source address matters: a host with several
+    /// addresses whose firewall rules name them, or tests that cut links
+    /// between processes on loopback by address.
+    pub local_ip: Option<IpAddr>,
 }
 
 impl Default for TransportConfig {
@@ -69,6 +76,7 @@ impl Default for TransportConfig {
             idle_timeout_ms: 10_000,
             keep_alive_ms: 2_000,
             max_concurrent_streams: 256,
+            local_ip: None,
         }
     }
 }
@@ -126,6 +134,12 @@ impl TransportConfig {
             );
         }
         Ok(())
+    }
+
+    /// The address a client endpoint binds: `local_ip` (or the unspecified
+    /// IPv4 address), port 0.
+    pub fn client_bind(&self) -> SocketAddr {
+        SocketAddr::new(self.local_ip.unwrap_or(IpAddr::from([0, 0, 0, 0])), 0)
     }
 
     /// The request timeout as a duration.
