@@ -209,3 +209,35 @@ async fn a_minority_of_layout_servers_cut_off_decides_nothing() {
     assert_eq!(chain_ids(&last), ["n1", "n2", "n3"], "{last:?}");
     assert_eq!(last.sequencers, cluster.first.sequencers, "{last:?}");
 }
+
+/// The middle of the chain is cut off from the clients only (asymmetric:
+/// the nodes, detectors included, still reach it), so the detectors see
+/// nothing wrong while every write to it times out. The clients remove it
+/// themselves after `client.remove_unreachable_after_ms` (3 s by default).
+/// Before they did, appends stalled for good (none within 15 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_chain_member_cut_off_from_the_clients_only() {
+    let _turn = TURN.lock().await;
+    let cluster = cluster(&[1, 4], 14).await;
+    let net = Net::new();
+    let load = Load::start(&cluster.config).await;
+    let tails = TailWatch::start(&cluster.config).await;
+    load.resume(300, "appends before the partition").await;
+    let cut_at = Instant::now();
+    net.cut(&cluster.host(2), &cluster.client_host());
+    let (layout, seen_at) = removed(&cluster.config, "n2").await;
+    assert_eq!(chain_ids(&layout), ["n1", "n3"]);
+    let new_start = layout.open_segment().unwrap().start;
+    load.resume(300, "appends after the removal").await;
+    eprintln!(
+        "n2 cut off from the clients: removed after {:?}, first append of epoch {} after {:?}",
+        seen_at - cut_at,
+        layout.epoch,
+        load.first_ack_from(cut_at, new_start).unwrap() - cut_at
+    );
+    net.heal();
+    load.resume(300, "appends after the heal").await;
+    tails.check(&load.acks).await;
+    let last = load.finish(&cluster.config).await;
+    assert!(!chain_ids(&last).contains(&"n2".to_string()), "{last:?}");
+}

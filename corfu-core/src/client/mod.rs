@@ -56,6 +56,7 @@
 mod append;
 mod error;
 mod options;
+mod reach;
 mod repair;
 mod tails;
 
@@ -137,6 +138,8 @@ pub(crate) struct Inner {
     client_id: u64,
     /// Appends numbered so far (the sequence part of the identity).
     appends: AtomicU64,
+    /// Nodes this client cannot reach (see [`reach`]).
+    reach: Arc<reach::Reach>,
 }
 
 impl Inner {
@@ -293,6 +296,7 @@ impl Inner {
             return Err(ClientError::Unavailable(why));
         }
         tokio::time::sleep(*pause).await;
+        self.remove_unreachable();
         if *pause >= Duration::from_millis(50) {
             let current = self.routes.load().epoch();
             // Best effort: a failure here shows up in the next attempt.
@@ -351,12 +355,12 @@ impl Inner {
         let mut wait = STALL_POLL_AFTER;
         loop {
             tokio::select! {
-                answer = &mut call => return classify(peer, answer),
+                answer = &mut call => return self.judged(peer, answer),
                 () = tokio::time::sleep(wait) => {}
             }
             wait = STALL_POLL_EVERY;
             tokio::select! {
-                answer = &mut call => return classify(peer, answer),
+                answer = &mut call => return self.judged(peer, answer),
                 moved = self.moved_on(routes.epoch()) => {
                     if let Some(epoch) = moved {
                         return Err(Attempt::Transient(format!(
@@ -367,6 +371,75 @@ impl Inner {
                 }
             }
         }
+    }
+
+    /// Classifies an answer of `peer`, keeping the evidence of whether
+    /// this client reaches it ([`reach`]).
+    fn judged(
+        &self,
+        peer: &Peer,
+        answer: Result<Response, TransportError>,
+    ) -> Result<Response, Attempt> {
+        match &answer {
+            Ok(_) => self.reach.answered(peer.addr()),
+            // Congestion on this side is no evidence against the peer.
+            Err(TransportError::OutboxFull { .. }) => {}
+            Err(_) => self.reach.failed(peer.addr(), Instant::now()),
+        }
+        classify(peer, answer)
+    }
+
+    /// Removes the nodes of the current layout this client has not reached
+    /// for `client.remove_unreachable_after_ms` (see [`reach`]), in the
+    /// background, one removal at a time.
+    fn remove_unreachable(&self) {
+        let after = self.options.remove_unreachable_after();
+        if after.is_zero() {
+            return;
+        }
+        let due = self.reach.due(Instant::now(), after);
+        if due.is_empty() {
+            return;
+        }
+        let routes = self.routes.load_full();
+        let layout = &routes.layout;
+        let mut nodes: Vec<String> = layout
+            .all_log_units()
+            .into_iter()
+            .chain(layout.sequencers.iter())
+            .filter(|n| due.contains(&n.addr))
+            .map(|n| n.node_id.clone())
+            .collect();
+        nodes.sort();
+        nodes.dedup();
+        if nodes.is_empty() || !self.reach.start_removal() {
+            return;
+        }
+        tracing::warn!(
+            nodes = %nodes.join(","), epoch = layout.epoch,
+            unreachable_ms = after.as_millis() as u64,
+            "client: removing nodes it cannot reach"
+        );
+        let engine =
+            crate::reconfig::Reconfigurer::new(self.endpoint.clone(), self.layout_servers.clone())
+                .only_up_to_epoch(layout.epoch)
+                .keep_removed_that_answer();
+        let reach = self.reach.clone();
+        tokio::spawn(async move {
+            let change = crate::reconfig::Change::RemoveNodes(nodes.clone());
+            match engine.reconfigure(&change).await {
+                Ok(done) => tracing::warn!(
+                    nodes = %nodes.join(","), epoch = done.layout.epoch, won = done.won,
+                    "client: removal of unreachable nodes done"
+                ),
+                Err(e) => tracing::warn!(
+                    nodes = %nodes.join(","), error = %e,
+                    "client: removal of unreachable nodes failed"
+                ),
+            }
+            reach.forget(&due);
+            reach.end_removal();
+        });
     }
 
     /// The epoch in force if it is newer than `epoch` (installing it if
@@ -757,6 +830,7 @@ impl LogClient {
             me: me.clone(),
             client_id: rand::random(),
             appends: AtomicU64::new(0),
+            reach: Arc::default(),
         });
         tokio::spawn(append::run_batcher(inner.clone(), rx));
         Ok(LogClient { inner, queue })

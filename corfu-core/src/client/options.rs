@@ -61,6 +61,14 @@ pub struct LogClientOptions {
     pub read_batch_max: u32,
     /// Read requests outstanding at once within one range or stream read.
     pub reads_in_flight_max: u32,
+    /// A log unit or sequencer this client's calls have failed to reach
+    /// (timeouts, lost connections) for this long, with no answer in
+    /// between, is removed by the client itself (a node that answers the
+    /// client's seal is kept). For partitions the failure detectors cannot
+    /// see: a chain member cut off from the clients but not from the
+    /// layout servers. Longer than the detectors' timeout, so that they
+    /// act first on what they can see. 0: never.
+    pub remove_unreachable_after_ms: u64,
 }
 
 impl Default for LogClientOptions {
@@ -77,6 +85,7 @@ impl Default for LogClientOptions {
             entry_bytes_max: 8 << 20,
             read_batch_max: 1024,
             reads_in_flight_max: 8,
+            remove_unreachable_after_ms: 3_000,
         }
     }
 }
@@ -138,5 +147,10 @@ impl LogClientOptions {
 
     pub(crate) fn operation_timeout(&self) -> Duration {
         Duration::from_millis(self.operation_timeout_ms)
+    }
+
+    /// `remove_unreachable_after_ms` as a duration (zero: never).
+    pub fn remove_unreachable_after(&self) -> Duration {
+        Duration::from_millis(self.remove_unreachable_after_ms)
     }
 }
