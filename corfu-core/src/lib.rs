@@ -49,6 +49,8 @@ pub mod layout_service;
 pub mod logunit;
 pub mod node;
 pub mod reconfig;
+#[cfg(test)]
+mod reconfig_model;
 pub mod sequencer;
 pub mod state_transfer;
 pub mod transport;
