@@ -344,3 +344,44 @@ async fn an_engine_bound_to_an_epoch_does_nothing_after_it() {
     assert_eq!(again.layout.epoch, 3);
     cluster.shutdown().await;
 }
+
+/// A removal that `plan` refuses (it would empty the chain) is refused
+/// before anything is sealed: the units stay in the committed epoch and
+/// clients go on at once. (The stateright model of the sealing rule found
+/// that the engine sealed first: every unit was left sealed into an epoch
+/// no layout would ever be decided for, and appends failed until someone
+/// sealed again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_removal_seals_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = LocalCluster::start(
+        &dir.path().join("cluster"),
+        3,
+        LocalOptions {
+            shape: Shape::new(1, 3),
+            sync: SyncPolicy::Never,
+            sequencers: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let config = cluster.client_config();
+    let client = LogClient::connect(&config).await.unwrap();
+    client.append(b"before".to_vec(), &[]).await.unwrap();
+    let engine = Reconfigurer::new(config.endpoint().unwrap(), config.layout_servers.clone());
+    let all = Change::RemoveNodes(vec!["n1".into(), "n2".into(), "n3".into()]);
+    let e = engine.reconfigure(&all).await.unwrap_err();
+    assert!(
+        matches!(e, corfu::core::reconfig::ReconfigError::Invalid(_)),
+        "{e}"
+    );
+    assert_eq!(engine.current().await.unwrap().epoch, 1);
+    // The same long-lived client appends again, in epoch 1, within a
+    // short operation timeout.
+    let appended = tokio::time::timeout(
+        Duration::from_secs(3),
+        client.append(b"after".to_vec(), &[]),
+    )
+    .await;
+    assert!(matches!(appended, Ok(Ok(_))), "{appended:?}");
+}

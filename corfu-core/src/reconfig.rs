@@ -735,6 +735,16 @@ impl Reconfigurer {
                 });
             }
             let epoch = current.epoch.saturating_add(1);
+            // A change `plan` refuses is refused before any seal: units
+            // sealed into an epoch no layout is decided for would stall
+            // every client (found by the model in `reconfig_model`).
+            if let Step::Change(
+                change @ (Change::Seal | Change::RemoveNode(_) | Change::RemoveNodes(_)),
+            ) = step
+            {
+                let open_start = current.open_segment().map_or(0, |s| s.start);
+                plan(&current, change, open_start)?;
+            }
             // A joining unit is sealed first, alone: if it cannot be,
             // nothing else is sealed yet. Its tail (and trim mark) raise
             // `T` so that it holds nothing in the new segment; its stream
