@@ -15,7 +15,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -36,7 +35,9 @@ use corfu::core::wire::logunit::{Entry, LogUnitRequest, ReadOutcome};
 use corfu::core::wire::sequencer::{SequencerRequest, SequencerResponse};
 use corfu::core::wire::{Header, Request, Response, ServerErrorKind};
 use support::history::check_replicas;
-use support::{client_trusting, fast_failing_transport, local_cluster, within, TestServer};
+use support::{
+    client_trusting, damage, fast_failing_transport, local_cluster, segment, within, TestServer,
+};
 use tokio::sync::Notify;
 
 fn value(address: Address) -> Vec<u8> {
@@ -49,42 +50,6 @@ fn stored(address: Address) -> Stored {
         streams: vec![],
         payload: value(address),
     })
-}
-
-fn segment(dir: &Path) -> PathBuf {
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .collect();
-    segs.sort();
-    assert_eq!(segs.len(), 1, "one segment file: {segs:?}");
-    segs.pop().unwrap()
-}
-
-/// Offset and length of the valid record of `address` in `bytes` (records
-/// damaged earlier are stepped over).
-fn record_of(bytes: &[u8], address: Address) -> (usize, usize) {
-    let mut at = 0;
-    while at < bytes.len() {
-        let len = record::record_len(&bytes[at..], 1 << 24).expect("a record header");
-        if let Ok((rec, _)) = record::decode(&bytes[at..], 1 << 24) {
-            if rec.address == address {
-                return (at, len);
-            }
-        }
-        at += len;
-    }
-    panic!("no valid record of address {address}");
-}
-
-/// XORs `mask` into the byte at `offset` of the record of `address`
-/// (`None`: its last byte, the end of its payload).
-fn damage(file: &Path, address: Address, offset: Option<usize>, mask: u8) {
-    let mut bytes = std::fs::read(file).unwrap();
-    let (at, len) = record_of(&bytes, address);
-    bytes[at + offset.unwrap_or(len - 1)] ^= mask;
-    std::fs::write(file, &bytes).unwrap();
 }
 
 /// A store in a fresh directory holding `value-a` at every address of
