@@ -22,7 +22,7 @@ use std::time::Instant;
 use corfu::cluster::Shape;
 use corfu::core::client::{LogClient, LogClientOptions};
 use corfu::core::layout::{Grants, Layout, NodeAddr, Segment, Stripe};
-use corfu::core::logunit::record::{self, HEADER_BYTES};
+use corfu::core::logunit::record::HEADER_BYTES;
 use corfu::core::logunit::{
     FileStore, LogStore, LogUnitConfig, LogUnitLimits, LogUnitService, MemoryStore, StoreError,
     Stored,

@@ -325,8 +325,8 @@ pub(crate) async fn repair<C: ChainCalls>(
         address,
         value: existing.clone(),
     };
-    for member in 0..members {
-        let mut request = match &copies[member] {
+    for (member, copy) in copies.iter().enumerate() {
+        let mut request = match copy {
             Some(copy) if *copy == value => continue,
             None => repair_request(),
             Some(_) => write_of(address, &value).expect("a value"),
