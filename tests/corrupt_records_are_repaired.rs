@@ -8,22 +8,37 @@
 //! the address every way a client can: `read`, `read_range`, `read_stream`
 //! and `fill` answer the acknowledged value, and afterwards every member
 //! holds the same copy.
+//!
+//! The scripted tests (review of the read repair) run a chain of three
+//! in-process units over memory stores the test damages directly, with
+//! one request held at a chosen unit to order a writer and a repair.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use corfu::cluster::Shape;
-use corfu::core::client::LogClient;
-use corfu::core::logunit::record::{self, HEADER_BYTES};
-use corfu::core::logunit::{FileStore, LogStore, LogUnitConfig, StoreError, Stored};
+use corfu::core::client::{LogClient, LogClientOptions};
+use corfu::core::layout::{Grants, Layout, NodeAddr, Segment, Stripe};
+use corfu::core::logunit::record::HEADER_BYTES;
+use corfu::core::logunit::{
+    FileStore, LogStore, LogUnitConfig, LogUnitLimits, LogUnitService, MemoryStore, StoreError,
+    Stored,
+};
 use corfu::core::reconfig::{Change, Reconfigurer};
-use corfu::core::types::{Address, StreamId};
+use corfu::core::transport::Service;
+use corfu::core::types::{Address, ClusterId, StreamId};
+use corfu::core::wire::layout::{LayoutRequest, LayoutResponse};
 use corfu::core::wire::logunit::{Entry, LogUnitRequest, ReadOutcome};
-use corfu::core::wire::{Request, Response};
+use corfu::core::wire::sequencer::{SequencerRequest, SequencerResponse};
+use corfu::core::wire::{Header, Request, Response, ServerErrorKind};
 use support::history::check_replicas;
-use support::{local_cluster, within};
+use support::{
+    client_trusting, damage, fast_failing_transport, local_cluster, segment, within, TestServer,
+};
+use tokio::sync::Notify;
 
 fn value(address: Address) -> Vec<u8> {
     format!("value-{address}").into_bytes()
@@ -35,42 +50,6 @@ fn stored(address: Address) -> Stored {
         streams: vec![],
         payload: value(address),
     })
-}
-
-fn segment(dir: &Path) -> PathBuf {
-    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
-        .collect();
-    segs.sort();
-    assert_eq!(segs.len(), 1, "one segment file: {segs:?}");
-    segs.pop().unwrap()
-}
-
-/// Offset and length of the valid record of `address` in `bytes` (records
-/// damaged earlier are stepped over).
-fn record_of(bytes: &[u8], address: Address) -> (usize, usize) {
-    let mut at = 0;
-    while at < bytes.len() {
-        let len = record::record_len(&bytes[at..], 1 << 24).expect("a record header");
-        if let Ok((rec, _)) = record::decode(&bytes[at..], 1 << 24) {
-            if rec.address == address {
-                return (at, len);
-            }
-        }
-        at += len;
-    }
-    panic!("no valid record of address {address}");
-}
-
-/// XORs `mask` into the byte at `offset` of the record of `address`
-/// (`None`: its last byte, the end of its payload).
-fn damage(file: &Path, address: Address, offset: Option<usize>, mask: u8) {
-    let mut bytes = std::fs::read(file).unwrap();
-    let (at, len) = record_of(&bytes, address);
-    bytes[at + offset.unwrap_or(len - 1)] ^= mask;
-    std::fs::write(file, &bytes).unwrap();
 }
 
 /// A store in a fresh directory holding `value-a` at every address of
@@ -256,4 +235,254 @@ async fn a_corrupt_copy_on_the_tail_middle_or_head_is_repaired_from_the_chain() 
         everything_reads_and_matches(&client, stream, &expected, &config).await;
     }
     cluster.shutdown().await;
+}
+
+// ---------------------------------------------------------------------
+// Read repair's decisions, on a scripted chain of three in-process units
+// over `MemoryStore`s the tests damage directly (`corrupt`: the unit knows
+// its copy is bad; `forget`: the unit lost its copy without knowing it),
+// with one request of a chosen kind held at a chosen unit to order the
+// calls of a writer and a repair.
+// ---------------------------------------------------------------------
+
+/// A request held once at a unit: `arrived` is told when it comes, and it
+/// is served once `release` is told.
+struct Hold {
+    matches: fn(&LogUnitRequest) -> bool,
+    arrived: Arc<Notify>,
+    release: Arc<Notify>,
+}
+
+/// One unit of the scripted chain; unit 0 also answers for the layout
+/// servers and the sequencer (a counter).
+struct ScriptedUnit {
+    store: Arc<MemoryStore>,
+    unit: LogUnitService<MemoryStore>,
+    layout: Mutex<Option<Layout>>,
+    next: AtomicU64,
+    hold: Mutex<Option<Hold>>,
+}
+
+#[async_trait::async_trait]
+impl Service for ScriptedUnit {
+    async fn handle(&self, header: Header, body: Request) -> Response {
+        match body {
+            Request::Layout(LayoutRequest::GetLayout) => Response::Layout(LayoutResponse::Layout(
+                self.layout.lock().unwrap().clone().map(Box::new),
+            )),
+            Request::Sequencer(SequencerRequest::Token { count, streams, .. }) => {
+                Response::Sequencer(SequencerResponse::Token {
+                    start: self.next.fetch_add(u64::from(count), Ordering::SeqCst),
+                    count,
+                    previous: streams.into_iter().map(|s| (s, None)).collect(),
+                })
+            }
+            Request::LogUnit(request) => {
+                let held = {
+                    let mut hold = self.hold.lock().unwrap();
+                    match hold.as_ref() {
+                        Some(h) if (h.matches)(&request) => hold.take(),
+                        _ => None,
+                    }
+                };
+                if let Some(h) = held {
+                    h.arrived.notify_one();
+                    h.release.notified().await;
+                }
+                self.unit.handle(header, Request::LogUnit(request)).await
+            }
+            other => Response::error(
+                ServerErrorKind::Unsupported,
+                format!("the scripted unit does not answer {}", other.kind()),
+            ),
+        }
+    }
+}
+
+struct ScriptedChain {
+    units: Vec<Arc<ScriptedUnit>>,
+    servers: Vec<TestServer>,
+}
+
+impl ScriptedChain {
+    /// Three units on one chain, unit 0 the head.
+    fn start() -> ScriptedChain {
+        let mut units = Vec::new();
+        let mut servers = Vec::new();
+        for _ in 0..3 {
+            let store = Arc::new(MemoryStore::new());
+            let unit = Arc::new(ScriptedUnit {
+                unit: LogUnitService::new(
+                    store.clone(),
+                    LogUnitLimits {
+                        read_batch_max: 64,
+                        read_bytes_max: 1 << 20,
+                        wait_for_sync: false,
+                    },
+                ),
+                store,
+                layout: Mutex::new(None),
+                next: AtomicU64::new(0),
+                hold: Mutex::new(None),
+            });
+            servers.push(TestServer::start(unit.clone(), fast_failing_transport()));
+            units.push(unit);
+        }
+        let nodes: Vec<NodeAddr> = servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| NodeAddr {
+                node_id: format!("n{}", i + 1),
+                addr: s.addr.to_string(),
+            })
+            .collect();
+        let layout = Layout {
+            cluster_id: ClusterId(42),
+            epoch: 1,
+            layout_servers: vec![nodes[0].clone()],
+            sequencers: vec![nodes[0].clone()],
+            segments: vec![Segment {
+                start: 0,
+                end: None,
+                stripes: vec![Stripe {
+                    chain: nodes.clone(),
+                }],
+            }],
+            grants: Grants::from(0),
+            voids: Vec::new(),
+        };
+        layout.validate().unwrap();
+        *units[0].layout.lock().unwrap() = Some(layout);
+        ScriptedChain { units, servers }
+    }
+
+    async fn client(&self) -> LogClient {
+        let roots: Vec<_> = self.servers.iter().flat_map(|s| s.ca.clone()).collect();
+        let endpoint = client_trusting(&roots, None, ClusterId(42), fast_failing_transport());
+        LogClient::connect_with(
+            endpoint,
+            vec![self.servers[0].addr.to_string()],
+            LogClientOptions::default(),
+        )
+        .await
+        .unwrap()
+    }
+
+    /// Holds the next request `matches` accepts at unit `i`; returns the
+    /// notifications of its arrival and of its release.
+    fn hold(&self, i: usize, matches: fn(&LogUnitRequest) -> bool) -> (Arc<Notify>, Arc<Notify>) {
+        let (arrived, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        *self.units[i].hold.lock().unwrap() = Some(Hold {
+            matches,
+            arrived: arrived.clone(),
+            release: release.clone(),
+        });
+        (arrived, release)
+    }
+
+    /// What every unit holds at `address`.
+    fn copies(&self, address: Address) -> Vec<String> {
+        self.units
+            .iter()
+            .map(|u| match u.store.get(address) {
+                Ok(ReadOutcome::Data(e)) => String::from_utf8_lossy(&e.payload).into_owned(),
+                Ok(other) => format!("{other:?}"),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect()
+    }
+
+    async fn stop(self) {
+        for server in self.servers {
+            server.stop().await;
+        }
+    }
+}
+
+fn payload_of(outcome: &Result<ReadOutcome, corfu::core::client::ClientError>) -> String {
+    match outcome {
+        Ok(ReadOutcome::Data(e)) => String::from_utf8_lossy(&e.payload).into_owned(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Review finding 1: the head's copy is corrupt and the middle lost its
+/// copy (it reads `Unwritten`), while the tail holds the acknowledged
+/// value. The repair must find the tail's value before deciding anything:
+/// a decision at the first readable member below the head (the middle)
+/// would make the acknowledged address junk on two members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_head_and_a_lost_middle_copy_keep_the_acknowledged_value() {
+    let chain = ScriptedChain::start();
+    let client = chain.client().await;
+    let a = client.append(b"A".to_vec(), &[]).await.unwrap();
+    assert_eq!(chain.copies(a), ["A", "A", "A"]);
+    chain.units[0].store.corrupt(a);
+    chain.units[1].store.forget(a);
+    let filled = within(10, "fill", client.fill(a)).await;
+    assert_eq!(payload_of(&filled), "A", "fill {a}: {filled:?}");
+    assert_eq!(chain.copies(a), ["A", "A", "A"], "every member holds A");
+    let read = within(10, "read", client.read(a)).await;
+    assert_eq!(payload_of(&read), "A");
+    chain.stop().await;
+}
+
+/// Review finding 3: a writer whose entry reached the head is held before
+/// the middle; the head's copy turns corrupt and a filler's repair decides
+/// the address (junk, at the middle: nothing past the head was written, so
+/// the entry was never acknowledged). The writer's write at the middle then
+/// meets that junk: it must check the chain's value again and take a new
+/// address, not fail the append.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_meets_a_repairs_junk_below_the_head_takes_a_new_address() {
+    let chain = ScriptedChain::start();
+    let writer = chain.client().await;
+    let filler = chain.client().await;
+    let (arrived, release) = chain.hold(1, |r| matches!(r, LogUnitRequest::Write(_)));
+    let append = tokio::spawn(async move { writer.append(b"W".to_vec(), &[]).await });
+    within(
+        10,
+        "the writer's write reaches the middle",
+        arrived.notified(),
+    )
+    .await;
+    let a = 0;
+    assert_eq!(chain.copies(a), ["W", "Unwritten", "Unwritten"]);
+    chain.units[0].store.corrupt(a);
+    let filled = within(10, "fill", filler.fill(a)).await;
+    assert_eq!(filled.as_ref().ok(), Some(&ReadOutcome::Junk), "{filled:?}");
+    assert_eq!(chain.copies(a), ["Junk", "Junk", "Junk"]);
+    release.notify_one();
+    let appended = within(10, "the append", append).await.unwrap();
+    let at = match appended {
+        Ok(at) => at,
+        Err(e) => panic!("the append failed: {e}"),
+    };
+    assert_ne!(at, a, "the entry moved to a new address");
+    assert_eq!(chain.copies(at), ["W", "W", "W"]);
+    assert_eq!(chain.copies(a), ["Junk", "Junk", "Junk"]);
+    chain.stop().await;
+}
+
+/// Review finding 4: a repair reads the tail's copy as corrupt, but by the
+/// time its `Repair` arrives the tail no longer has the address marked
+/// corrupt (it restarted and lost the copy: `Unwritten`). The unit refuses
+/// the `Repair`; the repair must fall back to the ordinary write of the
+/// chain's value (write-once keeps it safe), not fail the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repair_refused_because_the_copy_is_no_longer_corrupt_falls_back_to_a_write() {
+    let chain = ScriptedChain::start();
+    let client = chain.client().await;
+    let a = client.append(b"A".to_vec(), &[]).await.unwrap();
+    chain.units[2].store.corrupt(a);
+    let (arrived, release) = chain.hold(2, |r| matches!(r, LogUnitRequest::Repair { .. }));
+    let reader = chain.client().await;
+    let read = tokio::spawn(async move { reader.read(a).await });
+    within(10, "the repair reaches the tail", arrived.notified()).await;
+    chain.units[2].store.forget(a);
+    release.notify_one();
+    let read = within(10, "read", read).await.unwrap();
+    assert_eq!(payload_of(&read), "A", "read {a}: {read:?}");
+    assert_eq!(chain.copies(a), ["A", "A", "A"]);
+    chain.stop().await;
 }

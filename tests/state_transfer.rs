@@ -34,7 +34,7 @@ use corfu::core::wire::sequencer::{SequencerRequest, SequencerResponse};
 use corfu::core::wire::{Request, Response, ServerErrorKind};
 use corfu::local::LocalCluster;
 use support::history::{check_replicas, raw_reads, History, Outcome, Raw};
-use support::{local_cluster, within};
+use support::{damage, local_cluster, segment, within};
 
 /// Appenders recording a history.
 struct Load {
@@ -705,5 +705,66 @@ async fn an_interrupted_addition_is_finished_by_running_it_again() {
     let again = engine.reconfigure(&add(n4, false)).await.unwrap_err();
     assert!(one_line(&again).contains("already a log unit"), "{again}");
     finish_checks(&history, &config).await;
+    cluster.shutdown().await;
+}
+
+/// Review finding 5: the source chain's tail holds a corrupt copy (a
+/// damaged record found at its restart). The state transfer, which reads
+/// from the tail, must repair the copy from the chain (as a client's read
+/// would) and go on, not fail the addition at that address for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_copy_on_the_source_chain_is_repaired_by_the_state_transfer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = local_cluster(&dir, 3, Shape::new(1, 2)).await;
+    let config = client_config(&cluster);
+    let engine = engine(&config);
+    let history = History::new();
+    let client = LogClient::connect(&config).await.unwrap();
+    let mut addresses = Vec::new();
+    for i in 0..40 {
+        let at = history
+            .append(&client, format!("v{i}").into_bytes(), &[])
+            .await
+            .unwrap();
+        addresses.push(at);
+    }
+    let layout = client.refresh_layout().await.unwrap();
+    assert_eq!(ids(&layout.segments[0].stripes[0].chain), ["n1", "n2"]);
+    // One record of n2, the chain's tail, damaged while it was stopped.
+    let damaged = addresses[17];
+    let log_dir = cluster.node_config(1).unwrap().data_dir.join("log");
+    cluster.stop_node(1).await.unwrap();
+    damage(&segment(&log_dir), damaged, None, 0x40);
+    cluster.restart_node(1).await.unwrap();
+    let n2 = node(&cluster, 1);
+    let endpoint = config.endpoint().unwrap();
+    let raw = endpoint
+        .peer(&n2.addr)
+        .call(
+            layout.epoch,
+            Request::LogUnit(LogUnitRequest::Read { address: damaged }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&raw, Response::Error(e) if e.kind == ServerErrorKind::Corrupt),
+        "n2 knows its copy is bad: {raw:?}"
+    );
+
+    let n3 = node(&cluster, 2);
+    let done = within(30, "adding n3", engine.reconfigure(&add(n3.clone(), false)))
+        .await
+        .unwrap_or_else(|e| panic!("adding n3: {e}"));
+    report("n3 added over a corrupt source copy", &done);
+    assert_eq!(done.layout.segments.len(), 1, "{:?}", done.layout);
+    assert_eq!(
+        ids(&done.layout.segments[0].stripes[0].chain),
+        ["n1", "n2", "n3"]
+    );
+    // Every member holds what the log holds, n2's copy repaired.
+    let (log, _) = finish_checks(&history, &config).await;
+    let on_n2 = raw_reads(&endpoint, &n2.addr, done.layout.epoch, &[damaged]).await;
+    let in_log: Vec<_> = log.iter().filter(|(a, _)| *a == damaged).cloned().collect();
+    assert_eq!(on_n2, in_log);
     cluster.shutdown().await;
 }

@@ -22,6 +22,13 @@
 //!   only decided values, and once every address of a part has been
 //!   examined no address of it can change any more (write-once): the
 //!   second layout change needs no second pass.
+//! - **Corrupt copies are repaired, as a client's would be.** A source
+//!   member that answers that its copy of an address is corrupt (the tail
+//!   to the read, any member while a hole is completed) sends the transfer
+//!   to the client's read repair ([`crate::client::repair`], the same
+//!   code): the chain's value is found on the other members and given to
+//!   the corrupt ones, or, if no member holds one, the address is decided
+//!   as a completing reader would; then it is copied.
 //! - **Junk stays junk**; trimmed addresses are skipped.
 //! - **Write-once checks the unit.** The unit may hold data from an earlier
 //!   membership. Whatever it already holds must equal what the log holds
@@ -42,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 
+use crate::client::repair::{self, ChainCalls, Failure};
 use crate::layout::{Layout, NodeAddr, Segment};
 use crate::layout_service::proposer::fetch_layout;
 use crate::transport::{ClientEndpoint, TransportError};
@@ -49,7 +57,7 @@ use crate::types::{Address, Epoch};
 use crate::wire::logunit::{
     AddressedEntry, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome, WriteOutcome,
 };
-use crate::wire::{Request, Response, ServerErrorKind};
+use crate::wire::{Request, Response, ServerError, ServerErrorKind};
 
 /// Addresses read and written per batch at most.
 pub const TRANSFER_BATCH_ADDRESSES_MAX: usize = 512;
@@ -219,21 +227,14 @@ pub enum TransferError {
         /// What the log holds.
         log: String,
     },
-    /// Completing a hole found two members of a source chain disagreeing.
-    #[error(
-        "address {address}: the chain's head {head} holds {at_head} but {member} holds {held}"
-    )]
+    /// Completing or repairing an address found two members of a source
+    /// chain disagreeing.
+    #[error("address {address}: the source chain diverged: {detail}")]
     ChainDiverged {
         /// The address.
         address: Address,
-        /// The chain's head.
-        head: String,
-        /// What the head holds.
-        at_head: String,
-        /// The member that disagrees.
-        member: String,
-        /// What it holds.
-        held: String,
+        /// Who holds what.
+        detail: String,
     },
     /// The layout changed in a way the transfer cannot follow.
     #[error("the layout changed during the state transfer: {0}")]
@@ -249,6 +250,14 @@ enum Again {
     Stale(Epoch),
     /// A transient failure: back off and redo the batch.
     Transient(String),
+    /// A unit refused a request (for good, unless it is the answer that its
+    /// copy is corrupt, which a repair handles).
+    Refused {
+        /// The unit.
+        node: String,
+        /// Its answer.
+        error: ServerError,
+    },
     /// Give up.
     Fatal(TransferError),
 }
@@ -379,6 +388,9 @@ impl StateTransfer {
             let why = match self.batch_once(layout, part, addresses).await {
                 Ok(report) => return Ok(report),
                 Err(Again::Fatal(e)) => return Err(e),
+                Err(Again::Refused { node, error }) => {
+                    return Err(TransferError::Failed(format!("{node} refused: {error}")))
+                }
                 Err(Again::Stale(epoch)) => {
                     // Wait for the reconfiguration to commit its layout.
                     self.refresh(layout, epoch, true).await?;
@@ -459,10 +471,10 @@ impl StateTransfer {
             Ok(Response::Error(e)) if e.kind == ServerErrorKind::Unavailable => {
                 Err(Again::Transient(format!("{}: {e}", unit.node_id)))
             }
-            Ok(Response::Error(e)) => Err(Again::Fatal(TransferError::Failed(format!(
-                "{} refused: {e}",
-                unit.node_id
-            )))),
+            Ok(Response::Error(error)) => Err(Again::Refused {
+                node: unit.node_id.clone(),
+                error,
+            }),
             Ok(other) => Err(Again::Fatal(TransferError::Failed(format!(
                 "{} answered {other:?}",
                 unit.node_id
@@ -516,63 +528,6 @@ impl StateTransfer {
         }
     }
 
-    /// Completes a hole at `address` on `chain` by the readers' rule: the
-    /// head's value copied down the chain, or junk filled head first.
-    async fn complete(
-        &self,
-        epoch: Epoch,
-        chain: &[NodeAddr],
-        address: Address,
-    ) -> Result<ReadOutcome, Again> {
-        let head = chain
-            .first()
-            .ok_or_else(|| TransferError::Failed("an empty chain".into()))?;
-        let at_head = match self
-            .call(epoch, head, LogUnitRequest::Read { address })
-            .await?
-        {
-            LogUnitResponse::Read(ReadOutcome::Unwritten) => {
-                match self
-                    .call(epoch, head, LogUnitRequest::Fill { address })
-                    .await?
-                {
-                    LogUnitResponse::Write(WriteOutcome::Ok) => ReadOutcome::Junk,
-                    LogUnitResponse::Write(WriteOutcome::Overwritten(e)) => existing(e),
-                    LogUnitResponse::Write(WriteOutcome::Trimmed) => ReadOutcome::Trimmed,
-                    other => return Err(Self::unexpected(head, &other)),
-                }
-            }
-            LogUnitResponse::Read(outcome) => outcome,
-            other => return Err(Self::unexpected(head, &other)),
-        };
-        for member in &chain[1..] {
-            let request = match &at_head {
-                ReadOutcome::Data(entry) => LogUnitRequest::Write(AddressedEntry {
-                    address,
-                    entry: entry.clone(),
-                }),
-                ReadOutcome::Junk => LogUnitRequest::Fill { address },
-                ReadOutcome::Trimmed | ReadOutcome::Unwritten => break,
-            };
-            let held = match self.call(epoch, member, request).await? {
-                LogUnitResponse::Write(WriteOutcome::Ok) => continue,
-                LogUnitResponse::Write(WriteOutcome::Overwritten(e)) => existing(e),
-                LogUnitResponse::Write(WriteOutcome::Trimmed) => ReadOutcome::Trimmed,
-                other => return Err(Self::unexpected(member, &other)),
-            };
-            if held != at_head && held != ReadOutcome::Trimmed {
-                return Err(Again::Fatal(TransferError::ChainDiverged {
-                    address,
-                    head: head.node_id.clone(),
-                    at_head: describe(&at_head),
-                    member: member.node_id.clone(),
-                    held: describe(&held),
-                }));
-            }
-        }
-        Ok(at_head)
-    }
-
     /// Reads one batch from its chain's tail, completes its holes, writes
     /// it to the unit and checks what the unit already held.
     async fn batch_once(
@@ -592,7 +547,19 @@ impl StateTransfer {
         let tail = chain
             .last()
             .ok_or_else(|| TransferError::Failed("an empty chain".into()))?;
-        let mut values = self.read(epoch, tail, addresses, part.stripes == 1).await?;
+        let source = SourceChain {
+            transfer: self,
+            epoch,
+            chain,
+        };
+        let mut values = match self.read(epoch, tail, addresses, part.stripes == 1).await {
+            // The tail's copy of the first address is corrupt (a batch read
+            // answers up to a corrupt copy): the chain's value, repaired.
+            Err(why) if SourceChain::is_corrupt(&why) => {
+                vec![repair::repair(&source, addresses[0], true).await?]
+            }
+            read => read?,
+        };
         // The source answered a prefix: this round copies only that.
         let addresses = &addresses[..values.len()];
         let mut report = TransferReport {
@@ -602,12 +569,7 @@ impl StateTransfer {
         let holes: Vec<usize> = (0..values.len())
             .filter(|&i| values[i] == ReadOutcome::Unwritten)
             .collect();
-        let completed = join_all(
-            holes
-                .iter()
-                .map(|&i| self.complete(epoch, chain, addresses[i])),
-        )
-        .await;
+        let completed = join_all(holes.iter().map(|&i| repair::fill(&source, addresses[i]))).await;
         for (&i, outcome) in holes.iter().zip(completed) {
             values[i] = outcome?;
             report.holes_completed += 1;
@@ -709,6 +671,59 @@ impl StateTransfer {
             }
         }
         Ok(report)
+    }
+}
+
+/// A chain of a closed segment the transfer copies from, for the client's
+/// [`repair::fill`] and [`repair::repair`].
+struct SourceChain<'a> {
+    transfer: &'a StateTransfer,
+    epoch: Epoch,
+    chain: &'a [NodeAddr],
+}
+
+impl ChainCalls for SourceChain<'_> {
+    type Error = Again;
+
+    fn len(&self) -> usize {
+        self.chain.len()
+    }
+
+    fn name(&self, member: usize) -> String {
+        self.chain[member].node_id.clone()
+    }
+
+    async fn call(&self, member: usize, request: LogUnitRequest) -> Result<LogUnitResponse, Again> {
+        self.transfer
+            .call(self.epoch, &self.chain[member], request)
+            .await
+    }
+
+    fn is_corrupt(error: &Again) -> bool {
+        matches!(error, Again::Refused { error, .. } if error.kind == ServerErrorKind::Corrupt)
+    }
+
+    fn is_invalid(error: &Again) -> bool {
+        matches!(error, Again::Refused { error, .. }
+            if error.kind == ServerErrorKind::InvalidRequest)
+    }
+
+    fn failed(&self, failure: Failure) -> Again {
+        match failure {
+            Failure::AllCorrupt { address, members } => {
+                Again::Fatal(TransferError::Failed(format!(
+                    "address {address}: every member of its chain ({members}) answered that its \
+                     copy is corrupt"
+                )))
+            }
+            Failure::Diverged { address, detail } => {
+                Again::Fatal(TransferError::ChainDiverged { address, detail })
+            }
+            Failure::Unexpected { member, answer } => {
+                StateTransfer::unexpected(&self.chain[member], &answer)
+            }
+            Failure::Transient(why) => Again::Transient(why),
+        }
     }
 }
 

@@ -11,7 +11,7 @@ pub mod net;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -292,4 +292,42 @@ pub async fn local_cluster(
     )
     .await
     .unwrap_or_else(|e| panic!("starting a {nodes}-node cluster: {e:#}"))
+}
+
+/// The one segment file of the log directory `dir` of a (stopped) node.
+pub fn segment(dir: &Path) -> PathBuf {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seg-"))
+        .collect();
+    segs.sort();
+    assert_eq!(segs.len(), 1, "one segment file: {segs:?}");
+    segs.pop().unwrap()
+}
+
+/// Offset and length of the valid record of `address` in `bytes` (records
+/// damaged earlier are stepped over).
+pub fn record_of(bytes: &[u8], address: u64) -> (usize, usize) {
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = corfu::core::logunit::record::record_len(&bytes[at..], 1 << 24)
+            .expect("a record header");
+        if let Ok((rec, _)) = corfu::core::logunit::record::decode(&bytes[at..], 1 << 24) {
+            if rec.address == address {
+                return (at, len);
+            }
+        }
+        at += len;
+    }
+    panic!("no valid record of address {address}");
+}
+
+/// XORs `mask` into the byte at `offset` of the record of `address`
+/// (`None`: its last byte, the end of its payload).
+pub fn damage(file: &Path, address: u64, offset: Option<usize>, mask: u8) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let (at, len) = record_of(&bytes, address);
+    bytes[at + offset.unwrap_or(len - 1)] ^= mask;
+    std::fs::write(file, &bytes).unwrap();
 }

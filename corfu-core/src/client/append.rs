@@ -676,20 +676,33 @@ impl Inner {
                         }
                     }
                     WriteOutcome::Overwritten(_) if is_head => out.push((key(&p), Step::Lost)),
+                    // Something else below the head, where the head
+                    // accepted this entry: a repair that found the head's
+                    // copy corrupt may have decided the address below it
+                    // (the entry had reached no further, so it was never
+                    // acknowledged). The chain's value, read again (and
+                    // repaired), tells: not this entry, a new address;
+                    // this entry at the head, the chain diverged.
                     WriteOutcome::Overwritten(existing) => {
-                        let found = match existing {
-                            Existing::Data(_) => "other data",
-                            Existing::Junk => "junk",
-                        };
-                        let e = ClientError::ChainDiverged {
-                            address: p.write.address,
-                            detail: format!(
-                                "the head accepted an entry but {} holds {found}",
-                                member.addr()
-                            ),
-                        };
-                        tracing::error!("{e}");
-                        out.push((key(&p), Step::Failed(e)));
+                        match self.head_holds(routes, &p.write).await {
+                            Ok(false) => out.push((key(&p), Step::Lost)),
+                            Ok(true) => {
+                                let found = match existing {
+                                    Existing::Data(_) => "other data",
+                                    Existing::Junk => "junk",
+                                };
+                                let e = ClientError::ChainDiverged {
+                                    address: p.write.address,
+                                    detail: format!(
+                                        "the head holds this entry but {} holds {found}",
+                                        member.addr()
+                                    ),
+                                };
+                                tracing::error!("{e}");
+                                out.push((key(&p), Step::Failed(e)));
+                            }
+                            Err(why) => out.push((key(&p), Step::Again(p, why))),
+                        }
                     }
                 }
             }

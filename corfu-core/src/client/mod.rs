@@ -57,7 +57,7 @@ mod append;
 mod error;
 mod options;
 mod reach;
-mod repair;
+pub(crate) mod repair;
 mod tails;
 
 pub use error::ClientError;
@@ -80,8 +80,7 @@ use crate::layout_service::proposer::fetch_layout;
 use crate::transport::{ClientEndpoint, Peer, TransportError};
 use crate::types::{Address, Epoch, StreamId};
 use crate::wire::logunit::{
-    AddressedEntry, AppendId, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome,
-    WriteOutcome,
+    AppendId, Entry, Existing, LogUnitRequest, LogUnitResponse, ReadOutcome,
 };
 use crate::wire::sequencer::{SequencerRequest, SequencerResponse, TxnCondition};
 use crate::wire::{Request, Response, ServerErrorKind};
@@ -700,77 +699,7 @@ impl Inner {
         if routes.layout.is_void(address) {
             return Ok(ReadOutcome::Junk);
         }
-        let (_, chain) = routes.chain(address)?;
-        let head = &chain[0];
-        let at_head = match self
-            .log_unit_call(routes, head, LogUnitRequest::Read { address })
-            .await
-        {
-            // A corrupt copy anywhere: the repair completes the address.
-            Err(why) if repair::is_corrupt(&why) => {
-                return self.repair(routes, address, true).await
-            }
-            answer => answer?,
-        };
-        let at_head = match at_head {
-            LogUnitResponse::Read(ReadOutcome::Unwritten) => {
-                match self
-                    .log_unit_call(routes, head, LogUnitRequest::Fill { address })
-                    .await?
-                {
-                    LogUnitResponse::Write(w) => match w {
-                        WriteOutcome::Ok => ReadOutcome::Junk,
-                        WriteOutcome::Overwritten(existing) => existing_outcome(existing),
-                        WriteOutcome::Trimmed => ReadOutcome::Trimmed,
-                        WriteOutcome::Corrupt => return self.repair(routes, address, true).await,
-                    },
-                    other => {
-                        return Err(Attempt::Fatal(unexpected(head, &Response::LogUnit(other))))
-                    }
-                }
-            }
-            LogUnitResponse::Read(outcome) => outcome,
-            other => return Err(Attempt::Fatal(unexpected(head, &Response::LogUnit(other)))),
-        };
-        for member in &chain[1..] {
-            let request = match &at_head {
-                ReadOutcome::Data(entry) => LogUnitRequest::Write(AddressedEntry {
-                    address,
-                    entry: entry.clone(),
-                }),
-                ReadOutcome::Junk => LogUnitRequest::Fill { address },
-                ReadOutcome::Trimmed | ReadOutcome::Unwritten => break,
-            };
-            let found = match self.log_unit_call(routes, member, request).await? {
-                LogUnitResponse::Write(WriteOutcome::Ok) => continue,
-                LogUnitResponse::Write(WriteOutcome::Overwritten(e)) => existing_outcome(e),
-                LogUnitResponse::Write(WriteOutcome::Trimmed) => ReadOutcome::Trimmed,
-                LogUnitResponse::Write(WriteOutcome::Corrupt) => {
-                    return self.repair(routes, address, true).await
-                }
-                other => {
-                    return Err(Attempt::Fatal(unexpected(
-                        member,
-                        &Response::LogUnit(other),
-                    )))
-                }
-            };
-            if found != at_head {
-                if found == ReadOutcome::Trimmed {
-                    return Ok(ReadOutcome::Trimmed);
-                }
-                return Err(Attempt::Fatal(ClientError::ChainDiverged {
-                    address,
-                    detail: format!(
-                        "the head holds {} but {} holds {}",
-                        describe(&at_head),
-                        member.addr(),
-                        describe(&found)
-                    ),
-                }));
-            }
-        }
-        Ok(at_head)
+        self.fill_chain(routes, address).await
     }
 }
 
@@ -778,15 +707,6 @@ fn existing_outcome(existing: Existing) -> ReadOutcome {
     match existing {
         Existing::Data(entry) => ReadOutcome::Data(entry),
         Existing::Junk => ReadOutcome::Junk,
-    }
-}
-
-fn describe(outcome: &ReadOutcome) -> &'static str {
-    match outcome {
-        ReadOutcome::Data(_) => "data",
-        ReadOutcome::Junk => "junk",
-        ReadOutcome::Unwritten => "nothing",
-        ReadOutcome::Trimmed => "a trimmed address",
     }
 }
 

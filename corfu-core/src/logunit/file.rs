@@ -25,8 +25,12 @@
 //!   field as a hint, unless the unit holds a good record of that address)
 //!   answers [`StoreError::Corrupt`] to reads and [`Put::Corrupt`] to
 //!   writes until [`LogStore::repair`] gives it the chain's value, appended
-//!   as a new record that recovery prefers to the corrupt one. A record
-//!   found corrupt by a read or a write is marked the same way.
+//!   as a repair record (see [`super::record`]). A record found corrupt by
+//!   a read or a write is marked the same way. Recovery keeps the first
+//!   valid record of an address, except that a valid repair record
+//!   replaces any earlier record of its address: a copy found corrupt by a
+//!   read error that does not recur (the record on disk is intact) and
+//!   then repaired keeps the repaired value after a restart.
 //! - The sealed epoch and the trim mark live in `unit.meta`, written
 //!   atomically (temp file, fsync, rename). Prefix trim deletes whole
 //!   segment files whose addresses all lie below the mark.
@@ -478,7 +482,11 @@ impl Inner {
             }
             in_batch.insert(*address, i);
             fresh.push((*address, state.scratch.len() as u64, i));
-            record::encode(*address, value, &mut state.scratch);
+            if repair {
+                record::encode_repair(*address, value, &mut state.scratch);
+            } else {
+                record::encode(*address, value, &mut state.scratch);
+            }
             outcomes.push(Put::Written(0));
         }
         if fresh.is_empty() {
@@ -809,18 +817,31 @@ fn recover(
         while at < bytes.len() {
             let mut streams: Vec<StreamId> = Vec::new();
             match record::scan(&bytes[at..], body_max, |s| streams.push(s)) {
-                Ok((address, junk, total)) => {
+                Ok(record::Scanned {
+                    address,
+                    junk,
+                    repair,
+                    len: total,
+                }) => {
                     report.records += 1;
                     if address >= state.trim_mark {
-                        if state.index.contains(address) {
+                        let loc = pack(id, at as u64, junk);
+                        if !state.index.contains(address) {
+                            state.index.insert(address, loc);
+                        } else if repair {
+                            // The chain's value, written over a copy found
+                            // corrupt (at recovery, or by a read or write
+                            // whose error may not recur): it replaces the
+                            // earlier record.
+                            state.index.remove(address);
+                            state.index.insert(address, loc);
+                        } else {
                             tracing::warn!(
                                 segment = id,
                                 offset = at,
                                 address,
                                 "second record for an address; keeping the first"
                             );
-                        } else {
-                            state.index.insert(address, pack(id, at as u64, junk));
                         }
                     }
                     state.global = Some(state.global.map_or(address, |g| g.max(address)));
@@ -1617,6 +1638,45 @@ mod tests {
         let store = FileStore::open(dir.path(), small(SyncPolicy::Never)).unwrap();
         assert_eq!(store.recovery_report().records, at + 200);
         assert!(matches!(store.get(at).unwrap(), ReadOutcome::Data(_)));
+    }
+
+    /// A copy found corrupt while running (a read error that does not
+    /// recur: the record on disk is intact) and then repaired with the
+    /// chain's value keeps the repaired value after a restart: recovery
+    /// takes the repair record over the earlier record of its address.
+    #[test]
+    fn a_repair_of_a_copy_found_corrupt_at_runtime_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        assert!(matches!(
+            store.put(0, 5, &entry("A", &[(1, None)])).unwrap(),
+            Put::Written(_)
+        ));
+        let loc = store.inner.lock().index.get(5).unwrap();
+        store.inner.mark_corrupt(5, loc, "a transient read error");
+        assert!(matches!(
+            store.get(5),
+            Err(StoreError::Corrupt { address: 5, .. })
+        ));
+        // The chain decided junk (its copy was never acknowledged).
+        assert!(matches!(
+            store.repair(0, 5, &Stored::Junk).unwrap(),
+            Put::Written(_)
+        ));
+        assert_eq!(store.get(5).unwrap(), ReadOutcome::Junk);
+        drop(store);
+        let store = FileStore::open(dir.path(), LogUnitConfig::default()).unwrap();
+        assert_eq!(store.recovery_report().corrupt_records, 0);
+        assert_eq!(
+            store.get(5).unwrap(),
+            ReadOutcome::Junk,
+            "the repaired value, not the original record"
+        );
+        // Write-once again after the restart.
+        assert_eq!(
+            store.put(0, 5, &entry("B", &[])).unwrap(),
+            Put::Exists(Stored::Junk)
+        );
     }
 
     #[test]

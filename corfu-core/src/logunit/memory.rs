@@ -69,6 +69,16 @@ impl MemoryStore {
         state.corrupt.insert(address);
     }
 
+    /// Simulates a copy of `address` the unit lost without knowing it (a
+    /// durable store that restarted and found a corrupt record whose
+    /// address it cannot tell, or a copy that was marked corrupt only in
+    /// memory): the address reads `Unwritten` and takes writes again.
+    pub fn forget(&self, address: Address) {
+        let mut state = self.lock();
+        state.entries.remove(&address);
+        state.corrupt.remove(&address);
+    }
+
     /// The state, unless the store has stopped.
     fn serving(&self) -> Result<std::sync::MutexGuard<'_, State>, StoreError> {
         let state = self.lock();

@@ -6,7 +6,8 @@
 //!      4     4  body length in bytes (little-endian)
 //!      8     4  crc32c of the body
 //!     12     8  body: address
-//!     20     1        kind (1 = data, 2 = junk, 3 = data with an append id)
+//!     20     1        kind (1 = data, 2 = junk, 3 = data with an append id;
+//!                           plus 0x10 in a repair record, see below)
 //!     21     2        number of stream headers n
 //!     23    16        kind 3 only: append id, client (8) then seq (8)
 //!      .  24*n        stream headers: stream id (16), backpointer (8; u64::MAX = none)
@@ -15,6 +16,11 @@
 //!
 //! Kind 1 is still read (entries without an id, as earlier versions wrote
 //! every entry) and written for entries that carry no id.
+//!
+//! A *repair record* ([`encode_repair`]: the kind with [`REPAIR_FLAG`]
+//! set) holds the chain's value written over a copy the unit found
+//! corrupt; recovery takes it over any earlier record of its address (see
+//! `FileStore`). Records without the flag are read as before.
 //!
 //! The checksum covers the whole body, so a torn or flipped record is never
 //! taken for data.
@@ -33,6 +39,8 @@ pub const STREAM_HEADER_BYTES: usize = 24;
 const KIND_DATA: u8 = 1;
 const KIND_JUNK: u8 = 2;
 const KIND_DATA_WITH_ID: u8 = 3;
+/// Set in the kind byte of a repair record.
+pub const REPAIR_FLAG: u8 = 0x10;
 const APPEND_ID_BYTES: usize = 16;
 
 /// What an address holds on a unit.
@@ -110,6 +118,16 @@ pub fn encoded_len(value: &Stored) -> usize {
 /// than `u16::MAX` streams or bodies over `u32::MAX` bytes are refused by
 /// the caller's limits long before; they would be a bug here.
 pub fn encode(address: Address, value: &Stored, out: &mut Vec<u8>) {
+    encode_kind(address, value, 0, out);
+}
+
+/// Appends the repair record of `value` at `address` to `out`: a record
+/// that replaces an earlier record of the address at recovery.
+pub fn encode_repair(address: Address, value: &Stored, out: &mut Vec<u8>) {
+    encode_kind(address, value, REPAIR_FLAG, out);
+}
+
+fn encode_kind(address: Address, value: &Stored, flags: u8, out: &mut Vec<u8>) {
     let start = out.len();
     out.reserve(encoded_len(value));
     out.extend_from_slice(&MAGIC.to_le_bytes());
@@ -117,15 +135,18 @@ pub fn encode(address: Address, value: &Stored, out: &mut Vec<u8>) {
     out.extend_from_slice(&address.to_le_bytes());
     match value {
         Stored::Junk => {
-            out.push(KIND_JUNK);
+            out.push(KIND_JUNK | flags);
             out.extend_from_slice(&0u16.to_le_bytes());
         }
         Stored::Data(entry) => {
-            out.push(if entry.id.is_some() {
-                KIND_DATA_WITH_ID
-            } else {
-                KIND_DATA
-            });
+            out.push(
+                flags
+                    | if entry.id.is_some() {
+                        KIND_DATA_WITH_ID
+                    } else {
+                        KIND_DATA
+                    },
+            );
             let n = u16::try_from(entry.streams.len()).expect("stream count checked by the unit");
             out.extend_from_slice(&n.to_le_bytes());
             if let Some(id) = entry.id {
@@ -185,7 +206,7 @@ pub fn peek_wire_bytes(bytes: &[u8]) -> Option<usize> {
     let body = bytes.get(HEADER_BYTES..HEADER_BYTES + BODY_BYTES_MIN)?;
     let len = u32_at(bytes, 4) as usize;
     let n = u16::from_le_bytes([body[9], body[10]]) as usize;
-    Some(match body[8] {
+    Some(match body[8] & !REPAIR_FLAG {
         kind @ (KIND_DATA | KIND_DATA_WITH_ID) => outcome_wire_bytes(
             len.saturating_sub(headers_start(kind) + n * STREAM_HEADER_BYTES),
             n,
@@ -294,7 +315,7 @@ fn headers_start(kind: u8) -> usize {
 pub fn decode(bytes: &[u8], body_bytes_max: u32) -> Result<(Record, usize), RecordError> {
     let (body, total) = checked_body(bytes, body_bytes_max)?;
     let address = u64_at(body, 0);
-    let kind = body[8];
+    let kind = body[8] & !REPAIR_FLAG;
     let n = u16::from_le_bytes([body[9], body[10]]) as usize;
     let value = match kind {
         KIND_JUNK => {
@@ -335,19 +356,39 @@ pub fn decode(bytes: &[u8], body_bytes_max: u32) -> Result<(Record, usize), Reco
     Ok((Record { address, value }, total))
 }
 
+/// What [`scan`] tells about a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    /// Its address.
+    pub address: Address,
+    /// Whether it holds junk.
+    pub junk: bool,
+    /// Whether it is a repair record ([`encode_repair`]).
+    pub repair: bool,
+    /// Its total length in bytes.
+    pub len: usize,
+}
+
 /// The parts of a record needed to rebuild an index, read without
-/// allocating: its address, whether it is junk, its streams, its length.
-/// The checksum is verified.
+/// allocating: its address, whether it is junk or a repair, its streams,
+/// its length. The checksum is verified.
 pub fn scan(
     bytes: &[u8],
     body_bytes_max: u32,
     mut on_stream: impl FnMut(StreamId),
-) -> Result<(Address, bool, usize), RecordError> {
+) -> Result<Scanned, RecordError> {
     let (body, total) = checked_body(bytes, body_bytes_max)?;
     let address = u64_at(body, 0);
     let n = u16::from_le_bytes([body[9], body[10]]) as usize;
-    match body[8] {
-        KIND_JUNK => Ok((address, true, total)),
+    let repair = body[8] & REPAIR_FLAG != 0;
+    let scanned = |junk| Scanned {
+        address,
+        junk,
+        repair,
+        len: total,
+    };
+    match body[8] & !REPAIR_FLAG {
+        KIND_JUNK => Ok(scanned(true)),
         kind @ (KIND_DATA | KIND_DATA_WITH_ID) => {
             let headers_start = headers_start(kind);
             if body.len() < headers_start + n * STREAM_HEADER_BYTES {
@@ -359,7 +400,7 @@ pub fn scan(
                 id.copy_from_slice(&body[at..at + 16]);
                 on_stream(StreamId(u128::from_le_bytes(id)));
             }
-            Ok((address, false, total))
+            Ok(scanned(false))
         }
         _ => Err(RecordError::Malformed("unknown kind")),
     }
@@ -445,8 +486,11 @@ mod tests {
             let (rec, used) = decode(&buf, 1 << 20).unwrap();
             assert_eq!(used, buf.len());
             let mut scanned = Vec::new();
-            let (at, junk, len) = scan(&buf, 1 << 20, |s| scanned.push(s)).unwrap();
-            assert_eq!((at, junk, len), (addr, value == Stored::Junk, buf.len()));
+            let s = scan(&buf, 1 << 20, |s| scanned.push(s)).unwrap();
+            assert_eq!(
+                (s.address, s.junk, s.repair, s.len),
+                (addr, value == Stored::Junk, false, buf.len())
+            );
             let streams: Vec<StreamId> = match &value {
                 Stored::Data(e) => e.streams.iter().map(|h| h.stream).collect(),
                 Stored::Junk => Vec::new(),
@@ -459,6 +503,32 @@ mod tests {
                     value
                 }
             );
+        }
+    }
+
+    #[test]
+    fn repair_records_read_as_their_value_and_say_so() {
+        for value in [
+            Stored::Junk,
+            data(b"repaired", &[(4, Some(2))]),
+            with_id(data(b"x", &[]), 9, 10),
+        ] {
+            let mut plain = Vec::new();
+            encode(77, &value, &mut plain);
+            let mut buf = Vec::new();
+            encode_repair(77, &value, &mut buf);
+            assert_eq!(buf.len(), plain.len());
+            assert_ne!(buf, plain);
+            let (rec, used) = decode(&buf, 1 << 20).unwrap();
+            assert_eq!((rec.address, &rec.value, used), (77, &value, buf.len()));
+            let s = scan(&buf, 1 << 20, |_| {}).unwrap();
+            assert_eq!(
+                (s.address, s.junk, s.repair),
+                (77, value == Stored::Junk, true)
+            );
+            assert!(!scan(&plain, 1 << 20, |_| {}).unwrap().repair);
+            let head = &buf[..HEADER_BYTES + BODY_BYTES_MIN];
+            assert_eq!(peek_wire_bytes(head), peek_wire_bytes(&plain));
         }
     }
 
