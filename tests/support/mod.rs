@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod history;
 pub mod linearizability;
 pub mod net;
+pub mod objects;
 
 use std::future::Future;
 use std::net::SocketAddr;
