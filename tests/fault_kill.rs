@@ -583,3 +583,41 @@ async fn a_half_done_seal_of_the_units_is_finished_without_a_command() {
     let last = load.finish(&cluster.config).await;
     assert!(last.epoch > cluster.first.epoch, "{last:?}");
 }
+
+/// A half-done reconfiguration (n1 and n2 sealed at epoch 2, no layout 2)
+/// while n3 is paused (SIGSTOP): the detectors must remove n3 rather than
+/// keep retrying a seal that waits for it. Before the removal went first,
+/// the seal failed on n3 every failure timeout and came due again before
+/// the removal could run: no append within 15 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_half_done_seal_with_a_paused_unit_removes_the_unit() {
+    let _turn = TURN.lock().await;
+    let mut cluster = start_cluster(&[1], false).await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the fault").await;
+    let endpoint = cluster.config.endpoint().unwrap();
+    let epoch = cluster.first.epoch + 1;
+    let started = Instant::now();
+    cluster.nodes[2].signal("STOP");
+    for unit in &cluster.first.all_log_units()[..2] {
+        let answer = endpoint
+            .peer(&unit.addr)
+            .call(epoch, Request::LogUnit(LogUnitRequest::Seal { epoch }))
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::LogUnit(_)), "{answer:?}");
+    }
+    let (layout, seen_at) = removed(&cluster.config, "n3").await;
+    load.resume(300, "appends after the removal").await;
+    eprintln!(
+        "n1, n2 sealed at epoch {epoch} with no layout, n3 paused: n3 removed in epoch {} after {} ms, \
+         300 more appends after {} ms",
+        layout.epoch,
+        (seen_at - started).as_millis(),
+        started.elapsed().as_millis()
+    );
+    cluster.nodes[2].signal("CONT");
+    let last = load.finish(&cluster.config).await;
+    assert_eq!(chain_ids(&last), ["n1", "n2"]);
+    let _ = cluster.nodes[2].child.kill();
+}

@@ -858,6 +858,7 @@ async fn nemesis(schedule: &Schedule, seed: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "not in CI yet: a 50 s schedule once hung for minutes after its faults (suspected: the idle observer catching up on the whole log), unconfirmed"]
 async fn a_short_nemesis_schedule_finds_no_anomaly() {
     nemesis(&SHORT, seed()).await;
 }

@@ -359,12 +359,13 @@ impl Peer {
             Ok(Ok(c)) => c,
         };
         let mut streams = Vec::with_capacity(inner.config.streams_per_connection.into());
+        let heard = Arc::new(Heard::new());
         for _ in 0..inner.config.streams_per_connection {
             let (send, recv) = connection
                 .open_bi()
                 .await
                 .map_err(|e| connect_error(&addr, &e))?;
-            let stream = Arc::new(StreamShared::new(addr.clone()));
+            let stream = Arc::new(StreamShared::new(addr.clone(), heard.clone()));
             tokio::spawn(write_loop(
                 send,
                 stream.clone(),
@@ -504,10 +505,8 @@ struct Waiting {
 /// to be written, under one lock.
 struct StreamShared {
     addr: String,
-    /// When the stream was opened; `last_received_ns` counts from here.
-    opened: Instant,
-    /// When the reader last received bytes, in ns since `opened`.
-    last_received_ns: AtomicU64,
+    /// When any stream of the connection last received bytes.
+    heard: Arc<Heard>,
     state: Mutex<StreamState>,
     /// Wakes the writer when the outbox becomes non-empty, is closed, or
     /// the stream fails.
@@ -670,12 +669,40 @@ impl Outbox {
     }
 }
 
+/// When the streams of one connection last received bytes, shared by them:
+/// a peer is silent only if nothing arrived on any of its streams (one
+/// stream waiting for a slow answer while the other streams are answered
+/// is not silence).
+struct Heard {
+    /// When the connection was opened; `last_ns` counts from here.
+    opened: Instant,
+    /// When a reader last received bytes, in ns since `opened`.
+    last_ns: AtomicU64,
+}
+
+impl Heard {
+    fn new() -> Heard {
+        Heard {
+            opened: Instant::now(),
+            last_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn now(&self) {
+        let ns = self.opened.elapsed().as_nanos() as u64;
+        self.last_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.opened + Duration::from_nanos(self.last_ns.load(Ordering::Relaxed))
+    }
+}
+
 impl StreamShared {
-    fn new(addr: String) -> StreamShared {
+    fn new(addr: String, heard: Arc<Heard>) -> StreamShared {
         StreamShared {
             addr,
-            opened: Instant::now(),
-            last_received_ns: AtomicU64::new(0),
+            heard,
             state: Mutex::new(StreamState::default()),
             writable: Notify::new(),
             room: Notify::new(),
@@ -771,13 +798,12 @@ impl StreamShared {
     }
 
     fn received(&self) {
-        let ns = self.opened.elapsed().as_nanos() as u64;
-        self.last_received_ns.store(ns, Ordering::Relaxed);
+        self.heard.now();
     }
 
     /// Fails the requests whose deadline has passed (those not written yet
     /// are dropped from the outbox, never sent). If nothing at all has
-    /// arrived on the stream since such a request was sent, the peer is
+    /// arrived on the connection since such a request was sent, the peer is
     /// presumed gone (crashed, partitioned) and the whole stream fails, so
     /// the next request reconnects instead of waiting for QUIC's idle
     /// timeout.
@@ -807,8 +833,7 @@ impl StreamShared {
         if unsent {
             self.room.notify_waiters();
         }
-        let last_received =
-            self.opened + Duration::from_nanos(self.last_received_ns.load(Ordering::Relaxed));
+        let last_received = self.heard.last();
         let silent = expired.iter().any(|w| {
             w.deadline
                 .checked_sub(w.timeout)
