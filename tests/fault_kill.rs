@@ -30,6 +30,23 @@ use corfu::core::wire::{Request, Response, ServerErrorKind};
 use support::cluster::*;
 use support::{corfu_command, within};
 
+/// Seals `units` at `epoch` by hand (a reconfiguration that stopped after
+/// its seal); each must acknowledge.
+async fn seal_units(
+    endpoint: &corfu::core::transport::ClientEndpoint,
+    units: &[&NodeAddr],
+    epoch: u64,
+) {
+    for unit in units {
+        let answer = endpoint
+            .peer(&unit.addr)
+            .call(epoch, Request::LogUnit(LogUnitRequest::Seal { epoch }))
+            .await
+            .unwrap();
+        assert!(matches!(answer, Response::LogUnit(_)), "{answer:?}");
+    }
+}
+
 /// One test at a time (see the module docs).
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -567,14 +584,7 @@ async fn a_half_done_seal_of_the_units_is_finished_without_a_command() {
     let endpoint = cluster.config.endpoint().unwrap();
     let epoch = cluster.first.epoch + 1;
     let sealed_at = Instant::now();
-    for unit in cluster.first.all_log_units() {
-        let answer = endpoint
-            .peer(&unit.addr)
-            .call(epoch, Request::LogUnit(LogUnitRequest::Seal { epoch }))
-            .await
-            .unwrap();
-        assert!(matches!(answer, Response::LogUnit(_)), "{answer:?}");
-    }
+    seal_units(&endpoint, &cluster.first.all_log_units(), epoch).await;
     load.resume(300, "appends after the half-done seal").await;
     eprintln!(
         "units sealed at epoch {epoch} with no layout -> 300 more appends acknowledged: {} ms",
@@ -599,14 +609,7 @@ async fn a_half_done_seal_with_a_paused_unit_removes_the_unit() {
     let epoch = cluster.first.epoch + 1;
     let started = Instant::now();
     cluster.nodes[2].signal("STOP");
-    for unit in &cluster.first.all_log_units()[..2] {
-        let answer = endpoint
-            .peer(&unit.addr)
-            .call(epoch, Request::LogUnit(LogUnitRequest::Seal { epoch }))
-            .await
-            .unwrap();
-        assert!(matches!(answer, Response::LogUnit(_)), "{answer:?}");
-    }
+    seal_units(&endpoint, &cluster.first.all_log_units()[..2], epoch).await;
     let (layout, seen_at) = removed(&cluster.config, "n3").await;
     load.resume(300, "appends after the removal").await;
     eprintln!(
