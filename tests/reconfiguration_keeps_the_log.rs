@@ -57,6 +57,21 @@ async fn five_nodes(dir: &tempfile::TempDir) -> LocalCluster {
     .unwrap()
 }
 
+/// Three nodes, one chain n1 -> n2 -> n3, one sequencer (n1), no syncs.
+async fn three_nodes(dir: &tempfile::TempDir) -> LocalCluster {
+    LocalCluster::start(
+        &dir.path().join("cluster"),
+        3,
+        LocalOptions {
+            shape: Shape::new(1, 3),
+            sync: SyncPolicy::Never,
+            sequencers: 1,
+        },
+    )
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn appends_survive_the_removal_of_chain_members_and_the_sequencer() {
     let dir = tempfile::tempdir().unwrap();
@@ -288,17 +303,7 @@ async fn racing_engines_decide_one_layout_per_epoch() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_engine_bound_to_an_epoch_does_nothing_after_it() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(
-        &dir.path().join("cluster"),
-        3,
-        LocalOptions {
-            shape: Shape::new(1, 3),
-            sync: SyncPolicy::Never,
-            sequencers: 1,
-        },
-    )
-    .await
-    .unwrap();
+    let cluster = three_nodes(&dir).await;
     let config = cluster.client_config();
     let engine = || Reconfigurer::new(config.endpoint().unwrap(), config.layout_servers.clone());
 
@@ -354,17 +359,7 @@ async fn an_engine_bound_to_an_epoch_does_nothing_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_removal_seals_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = LocalCluster::start(
-        &dir.path().join("cluster"),
-        3,
-        LocalOptions {
-            shape: Shape::new(1, 3),
-            sync: SyncPolicy::Never,
-            sequencers: 1,
-        },
-    )
-    .await
-    .unwrap();
+    let cluster = three_nodes(&dir).await;
     let config = cluster.client_config();
     let client = LogClient::connect(&config).await.unwrap();
     client.append(b"before".to_vec(), &[]).await.unwrap();
