@@ -768,3 +768,77 @@ async fn a_corrupt_copy_on_the_source_chain_is_repaired_by_the_state_transfer() 
     assert_eq!(on_n2, in_log);
     cluster.shutdown().await;
 }
+
+/// Nemesis seed 12207526767398135396 (`REGRESSION_ADD_NODE`): a node
+/// removed a second time could not be added back, the state transfer
+/// failing for good with "n3 answered Reads([(3584, ...". The part to copy
+/// held a void (addresses granted by an earlier epoch's sequencer and
+/// never written, declared void at a seal): its addresses were left out
+/// of the batch, but the batch was still read as one range, so the
+/// source answered the void's addresses too and the answer was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_part_with_a_void_inside_is_transferred() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = local_cluster(&dir, 3, Shape::new(1, 3)).await;
+    let config = client_config(&cluster);
+    let engine = engine(&config);
+    let history = History::new();
+    let client = LogClient::connect(&config).await.unwrap();
+    let append = |what: &'static str| {
+        let (history, client) = (&history, &client);
+        async move {
+            for i in 0..30 {
+                history
+                    .append(client, format!("{what}{i}").into_bytes(), &[])
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    append("a").await;
+    cluster.stop_node(1).await.unwrap();
+    within(
+        10,
+        "removing n2",
+        engine.reconfigure(&Change::RemoveNode("n2".into())),
+    )
+    .await
+    .unwrap();
+    append("b").await;
+    // Addresses granted and never written, then a seal: a void.
+    let layout = client.refresh_layout().await.unwrap();
+    let sequencer = layout.active_sequencer().unwrap();
+    let endpoint = config.endpoint().unwrap();
+    let request = Request::Sequencer(SequencerRequest::Token {
+        count: 10,
+        streams: vec![],
+        condition: None,
+    });
+    let granted = endpoint
+        .peer(&sequencer.addr)
+        .call(layout.epoch, request)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            granted,
+            Response::Sequencer(SequencerResponse::Token { .. })
+        ),
+        "{granted:?}"
+    );
+    let sealed = within(10, "sealing", engine.reconfigure(&Change::Seal))
+        .await
+        .unwrap();
+    assert!(!sealed.layout.voids.is_empty(), "{:?}", sealed.layout);
+    append("c").await;
+
+    cluster.restart_node(1).await.unwrap();
+    let n2 = node(&cluster, 1);
+    let done = within(30, "adding n2 back", engine.reconfigure(&add(n2, false)))
+        .await
+        .unwrap_or_else(|e| panic!("adding n2 back: {e}"));
+    report("n2 added back over a void", &done);
+    assert_eq!(done.layout.segments.len(), 1, "{:?}", done.layout);
+    finish_checks(&history, &config).await;
+    cluster.shutdown().await;
+}

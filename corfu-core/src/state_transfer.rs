@@ -284,6 +284,17 @@ fn existing(e: Existing) -> ReadOutcome {
     }
 }
 
+/// At most the first few of `addresses`, for an error message.
+fn brief(addresses: &[Address]) -> String {
+    let shown: Vec<String> = addresses.iter().take(4).map(u64::to_string).collect();
+    let more = addresses.len().saturating_sub(shown.len());
+    if more > 0 {
+        format!("{}, ... {more} more", shown.join(", "))
+    } else {
+        shown.join(", ")
+    }
+}
+
 fn entry_bytes(entry: &Entry) -> usize {
     entry.payload.len() + 24 * entry.streams.len() + 16
 }
@@ -524,6 +535,17 @@ impl StateTransfer {
             {
                 Ok(reads.into_iter().map(|(_, o)| o).collect())
             }
+            LogUnitResponse::Reads(reads) => {
+                let answered: Vec<Address> = reads.iter().map(|(a, _)| *a).collect();
+                Err(Again::Fatal(TransferError::Failed(format!(
+                    "{} answered a read of {} address(es) from {first} with {} outcome(s) for \
+                     other addresses ({})",
+                    unit.node_id,
+                    addresses.len(),
+                    answered.len(),
+                    brief(&answered)
+                ))))
+            }
             other => Err(Self::unexpected(unit, &other)),
         }
     }
@@ -552,7 +574,11 @@ impl StateTransfer {
             epoch,
             chain,
         };
-        let mut values = match self.read(epoch, tail, addresses, part.stripes == 1).await {
+        // One range read only if the batch has no gap (a void inside it
+        // leaves its addresses out of the batch).
+        let contiguous =
+            addresses.len() as u64 == addresses[addresses.len() - 1] - addresses[0] + 1;
+        let mut values = match self.read(epoch, tail, addresses, contiguous).await {
             // The tail's copy of the first address is corrupt (a batch read
             // answers up to a corrupt copy): the chain's value, repaired.
             Err(why) if SourceChain::is_corrupt(&why) => {
