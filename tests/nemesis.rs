@@ -849,6 +849,13 @@ async fn nemesis(schedule: &Schedule, seed: u64) {
         counts.4,
         describe_layout(&layout),
     );
+    if !(tally.violations.is_empty() && counts == (0, 0, 0, 0, 0)) {
+        let dir = std::env::temp_dir().join(format!("nemesis-{}-{seed}", schedule.name));
+        eprintln!(
+            "nemesis: the nodes' logs are in {}",
+            cluster.write_logs(&dir).display()
+        );
+    }
     assert!(
         tally.violations.is_empty() && counts == (0, 0, 0, 0, 0),
         "nemesis[{}] seed {seed} (CORFU_NEMESIS_SEED={seed} reproduces it): {anomalies} anomalies:\n{}",

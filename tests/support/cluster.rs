@@ -35,6 +35,9 @@ pub struct Cluster {
     pub first: Layout,
     /// The setup's `local_ips`.
     pub local_ips: Option<u8>,
+    /// Per node, the stderr lines of its earlier processes (before
+    /// restarts).
+    pub earlier_stderr: Vec<Vec<String>>,
 }
 
 impl Cluster {
@@ -71,7 +74,23 @@ impl Cluster {
         let text = text.replace(any, &there);
         std::fs::write(config, text).unwrap();
         let _ = self.nodes[k - 1].child.wait();
+        let lines = self.nodes[k - 1].stderr.lock().unwrap().clone();
+        self.earlier_stderr[k - 1].extend(lines);
+        self.earlier_stderr[k - 1].push("---- restarted ----".into());
         self.nodes[k - 1] = spawn_node_process(config);
+    }
+
+    /// Writes every node's stderr so far (earlier processes included) to
+    /// `dir/nK.log`; returns `dir`.
+    pub fn write_logs(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        std::fs::create_dir_all(dir).unwrap();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let mut lines = self.earlier_stderr[i].clone();
+            lines.extend(node.stderr.lock().unwrap().iter().cloned());
+            let text: Vec<String> = lines.iter().map(|l| plain(l)).collect();
+            std::fs::write(dir.join(format!("n{}.log", i + 1)), text.join("\n")).unwrap();
+        }
+        dir.to_path_buf()
     }
 }
 
@@ -256,6 +275,7 @@ pub async fn start_cluster_with(setup: Setup<'_>) -> Cluster {
         config,
         first,
         local_ips,
+        earlier_stderr: vec![Vec::new(); 5],
     }
 }
 

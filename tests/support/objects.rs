@@ -508,9 +508,21 @@ pub fn runtime_name(r: usize) -> &'static str {
 /// The observer's reads (counter, bank, map), recorded like the others.
 pub async fn observer_reads(run: &Run, label: &str, rt: &Runtime, objects: &Objects) {
     let who = format!("observer {label}");
+    let started = std::time::Instant::now();
     read_counter(run, &who, &objects.counter).await;
+    let counter = started.elapsed();
     audit(run, &who, rt, objects).await;
+    let bank = started.elapsed();
     read_map(run, FINAL_MAP_CLIENT - 1, &objects.map).await;
+    let map = started.elapsed();
+    if map > Duration::from_secs(2) {
+        eprintln!(
+            "{who}: slow reads: counter {} ms, bank {} ms, map {} ms",
+            counter.as_millis(),
+            (bank - counter).as_millis(),
+            (map - bank).as_millis()
+        );
+    }
 }
 
 /// Waits up to `secs` for `cond`, polling every 5 ms.
