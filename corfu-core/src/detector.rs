@@ -33,7 +33,12 @@
 //!   stalled (a paused process, a starved runtime) for longer than the
 //!   failure timeout forgets its evidence and ignores the answers of probes
 //!   sent before the stall: a resumed node does not accuse the peers it
-//!   could not hear while it was stopped. A removal that did not go through
+//!   could not hear while it was stopped. Likewise a detector whose layout
+//!   read (each probe interval) reaches no majority of the layout servers
+//!   is cut off itself, or the cluster cannot reconfigure anyway: it
+//!   forgets its evidence, starts nothing, and from the second such read
+//!   in a row stops the reconfiguration it has in flight, so nothing it
+//!   saw from a minority side is acted on once the partition heals. A removal that did not go through
 //!   is retried at most once per failure timeout. A node being removed
 //!   that acknowledges the removal's seal is kept
 //!   ([`Reconfigurer::keep_removed_that_answer`]): a detector cut off in a
@@ -63,7 +68,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::layout::Layout;
-use crate::layout_service::proposer::fetch_layout;
+use crate::layout_service::proposer::fetch_layout_counted;
 use crate::reconfig::{plan, Change, ReconfigError, Reconfigured, Reconfigurer};
 use crate::transport::{ClientEndpoint, Peer};
 use crate::types::Epoch;
@@ -192,13 +197,21 @@ impl ProbeBook {
             .is_some_and(|last| now.saturating_duration_since(last) > self.failure_timeout);
         self.last_tick = Some(now);
         if stalled {
-            self.evidence_since = Some(now);
-            for record in self.peers.values_mut() {
-                record.failing_since = None;
-                record.failures = 0;
-            }
+            self.forget(now);
         }
         stalled
+    }
+
+    /// Forgets the evidence gathered so far and ignores answers to probes
+    /// sent before `now`: for a detector that finds itself cut off (it
+    /// could not read the layout from a majority of layout servers), whose
+    /// failed probes say more about its own links than about its peers.
+    pub fn forget(&mut self, now: Instant) {
+        self.evidence_since = Some(now);
+        for record in self.peers.values_mut() {
+            record.failing_since = None;
+            record.failures = 0;
+        }
     }
 
     /// The watched peers without a probe in flight, now marked in flight.
@@ -392,6 +405,8 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
     let mut serving = ProbeBook::new(timeout);
     let mut status_probes: JoinSet<(String, Instant, bool)> = JoinSet::new();
     let mut reactions: JoinSet<(String, Result<Reconfigured, ReconfigError>)> = JoinSet::new();
+    // Ticks in a row whose layout read reached no majority.
+    let mut cut_off = 0u32;
     let mut interval = tokio::time::interval(config.probe_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -449,8 +464,13 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
         }
         serving.tick(now);
         ahead.tick(now);
-        match tokio::time::timeout(probe_timeout, fetch_layout(&endpoint, &servers)).await {
-            Ok(Ok(fresh)) => {
+        let asked = servers.len();
+        let fetched =
+            tokio::time::timeout(probe_timeout, fetch_layout_counted(&endpoint, &servers));
+        let mut majority = false;
+        match fetched.await {
+            Ok(Ok((fresh, reached))) => {
+                majority = reached > asked / 2;
                 if layout.as_ref().is_none_or(|l| fresh.epoch >= l.epoch) {
                     servers = fresh
                         .layout_servers
@@ -464,6 +484,24 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             }
             Ok(Err(e)) => tracing::debug!(node = %me, error = %e, "failure detector: no layout"),
             Err(_) => tracing::debug!(node = %me, "failure detector: layout read timed out"),
+        }
+        if majority {
+            cut_off = 0;
+        } else {
+            // Cut off from a majority of layout servers (or them down): no
+            // reconfiguration can be decided from here, and what the probes
+            // saw may be this node's own isolation. The evidence is
+            // forgotten, and after a second such tick in a row the
+            // reconfigurations in flight are stopped, so none runs on once
+            // the links come back against nodes that were alive all along.
+            cut_off += 1;
+            book.forget(now);
+            ahead.forget(now);
+            serving.forget(now);
+            if cut_off == 2 && !reactions.is_empty() {
+                tracing::info!(node = %me, "failure detector: cut off from a majority of layout servers; stopping its reconfiguration");
+                reactions.abort_all();
+            }
         }
         let Some(current) = &layout else { continue };
         ahead.watch(
@@ -508,7 +546,7 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
                 });
             }
         }
-        if !reactions.is_empty() {
+        if !reactions.is_empty() || cut_off > 0 {
             continue;
         }
         let now = Instant::now();
@@ -663,6 +701,33 @@ mod tests {
         b.to_probe();
         b.record("a", ms(t0, 10_300), false);
         assert_eq!(b.suspects(ms(t0, 10_450)), ["a"]);
+    }
+
+    #[test]
+    fn a_cut_off_detector_forgets_what_it_saw() {
+        let t0 = Instant::now();
+        let mut b = book(&["a"]);
+        for i in 0..5 {
+            b.to_probe();
+            b.record("a", ms(t0, 100 * i), false);
+        }
+        assert_eq!(b.suspects(ms(t0, 500)), ["a"]);
+        // Its layout read reached no majority at 500 ms: it was cut off.
+        b.forget(ms(t0, 500));
+        assert!(b.suspects(ms(t0, 500)).is_empty());
+        // A probe sent during the partition fails after the heal: ignored.
+        b.record("a", ms(t0, 450), false);
+        assert!(b.suspects(ms(t0, 1_000)).is_empty());
+        // Failures after it count from scratch.
+        for i in 6..8 {
+            b.to_probe();
+            b.record("a", ms(t0, 100 * i), false);
+        }
+        assert!(
+            b.suspects(ms(t0, 800)).is_empty(),
+            "not for the timeout yet"
+        );
+        assert_eq!(b.suspects(ms(t0, 900)), ["a"]);
     }
 
     #[test]

@@ -942,8 +942,14 @@ impl Reconfigurer {
         for unit in gone {
             let peer = self.endpoint.peer(&unit.addr);
             // Short: a late seal could otherwise reach the node restarted on
-            // its address and seal it into an epoch it is not part of.
-            let timeout = SEAL_TIMEOUT_GONE;
+            // its address and seal it into an epoch it is not part of. A
+            // node that may be kept gets the time the others get: its
+            // answer decides whether it stays.
+            let timeout = if self.keep_answering {
+                self.seal_timeout
+            } else {
+                SEAL_TIMEOUT_GONE
+            };
             let id = unit.node_id.clone();
             gone_seals.push(tokio::spawn(async move {
                 let request = Request::LogUnit(LogUnitRequest::Seal { epoch });
@@ -985,6 +991,9 @@ impl Reconfigurer {
         let mut tails: Vec<Tails> = answers.into_iter().collect::<Result<_, _>>()?;
         let mut kept = Vec::new();
         if self.keep_answering && !gone_seals.is_empty() {
+            // As long again as the others took (a link just healed answers
+            // late, after retransmissions, for the kept and the removed
+            // alike), within bounds.
             let grace = started.elapsed().clamp(SEAL_GRACE_GONE, SEAL_TIMEOUT_GONE);
             let deadline = tokio::time::Instant::now() + grace;
             for seal in gone_seals {

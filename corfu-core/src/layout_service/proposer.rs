@@ -383,6 +383,17 @@ pub async fn fetch_layout(
     endpoint: &ClientEndpoint,
     servers: &[String],
 ) -> Result<Layout, ProposeError> {
+    fetch_layout_counted(endpoint, servers)
+        .await
+        .map(|(layout, _)| layout)
+}
+
+/// [`fetch_layout`], also telling how many servers answered (whether the
+/// caller reaches a majority of them).
+pub async fn fetch_layout_counted(
+    endpoint: &ClientEndpoint,
+    servers: &[String],
+) -> Result<(Layout, usize), ProposeError> {
     let mut calls: FuturesUnordered<_> = servers
         .iter()
         .map(|server| {
@@ -429,7 +440,7 @@ pub async fn fetch_layout(
         }
     }
     match best {
-        Some(layout) => Ok(layout),
+        Some(layout) => Ok((layout, reached)),
         None if reached > 0 => Err(ProposeError::Unavailable(
             "the cluster has no layout yet (run the bootstrap)".into(),
         )),
