@@ -498,6 +498,13 @@ fn announce_seed(schedule: &'static str, seed: u64) {
 
 async fn nemesis(schedule: &Schedule, seed: u64) {
     let _turn = TURN.lock().await;
+    if let Ok(filter) = std::env::var("CORFU_NEMESIS_TRACE") {
+        // The test's own clients' traces (the nodes take `RUST_LOG`).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     announce_seed(schedule.name, seed);
     let started = std::time::Instant::now();
     let mut rng = StdRng::seed_from_u64(seed);

@@ -335,5 +335,31 @@ async fn a_stream_is_whole_after_the_sequencer_restarts() {
         stream, expected,
         "read_stream after a sequencer restart must return the entries below the bootstrap too"
     );
+    // Read in chunks (as a view catching up does), by a client that walks
+    // the backpointers once and keeps what it found: every chunk, whether
+    // answered by the walk or from what it kept, holds the same entries.
+    for width in [1, 2, 3, 5] {
+        let reader = LogClient::connect(&config).await.unwrap();
+        let mut chunked = Vec::new();
+        let mut from = 0;
+        // Chunks up to the bootstrap point (past it, a void of 2^40
+        // addresses), then the rest at once.
+        while from < tail {
+            let to = if from > last_before {
+                tail
+            } else {
+                from + width
+            };
+            for (a, e) in reader.read_stream(s, from, to).await.unwrap() {
+                chunked.push((a, String::from_utf8(e.payload).unwrap()));
+            }
+            from = to;
+        }
+        assert_eq!(chunked, expected, "chunks of {width}");
+        // Starting in the middle of what the walk found.
+        let middle = expected[2].0;
+        let part = reader.read_stream(s, middle, tail).await.unwrap();
+        assert_eq!(part.len(), expected.len() - 2, "from {middle}");
+    }
     cluster.shutdown().await;
 }

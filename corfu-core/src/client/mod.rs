@@ -139,6 +139,55 @@ pub(crate) struct Inner {
     appends: AtomicU64,
     /// Nodes this client cannot reach (see [`reach`]).
     reach: Arc<reach::Reach>,
+    /// Stream addresses found below the sequencer's complete index.
+    walks: std::sync::Mutex<Walks>,
+}
+
+/// Stream addresses found by following backpointers below the point from
+/// which the sequencer's index is complete, per stream: a stream read in
+/// chunks (a view catching up) walks down once, not once per chunk. What a
+/// walk finds never changes (the log is write-once), so an entry is valid
+/// as long as it is keyed by the same starting address.
+#[derive(Default)]
+struct Walks {
+    by_stream: std::collections::HashMap<StreamId, Walked>,
+}
+
+/// One walk: every address of the stream in `[low, start)`, ascending.
+struct Walked {
+    start: Address,
+    low: Address,
+    found: Vec<Address>,
+}
+
+/// Streams whose walks are kept (all are dropped when more come).
+const WALKS_STREAMS_MAX: usize = 64;
+/// The largest walk kept, in addresses.
+const WALK_ADDRESSES_MAX: usize = 1 << 20;
+
+impl Walks {
+    /// The addresses of `stream` in `[from, start)`, if a walk from
+    /// `start` went at least as low as `from`.
+    fn get(&self, stream: StreamId, start: Address, from: Address) -> Option<Vec<Address>> {
+        let walked = self.by_stream.get(&stream)?;
+        if walked.start != start || walked.low > from {
+            return None;
+        }
+        let at = walked.found.partition_point(|a| *a < from);
+        Some(walked.found[at..].to_vec())
+    }
+
+    fn put(&mut self, stream: StreamId, start: Address, low: Address, mut found: Vec<Address>) {
+        if found.len() > WALK_ADDRESSES_MAX {
+            return;
+        }
+        if self.by_stream.len() >= WALKS_STREAMS_MAX && !self.by_stream.contains_key(&stream) {
+            self.by_stream.clear();
+        }
+        found.sort_unstable();
+        found.dedup();
+        self.by_stream.insert(stream, Walked { start, low, found });
+    }
 }
 
 impl Inner {
@@ -751,6 +800,7 @@ impl LogClient {
             client_id: rand::random(),
             appends: AtomicU64::new(0),
             reach: Arc::default(),
+            walks: std::sync::Mutex::default(),
         });
         tokio::spawn(append::run_batcher(inner.clone(), rx));
         Ok(LogClient { inner, queue })
@@ -983,7 +1033,22 @@ impl LogClient {
                     .copied(),
             };
             if let Some(start) = start {
-                let below = self.stream_below(stream, from, start).await?;
+                let cached = self.inner.walks.lock().unwrap().get(stream, start, from);
+                let below = match cached {
+                    Some(below) => below,
+                    None => {
+                        let below = self.stream_below(stream, from, start).await?;
+                        let mut walks = self.inner.walks.lock().unwrap();
+                        walks.put(stream, start, from, below.clone());
+                        below
+                    }
+                };
+                tracing::debug!(
+                    %stream, from, to, complete_from, start,
+                    indexed = addresses.len(), below = below.len(),
+                    lowest = below.iter().min().copied(),
+                    "stream read below the complete index"
+                );
                 addresses.extend(below.into_iter().filter(|a| *a < to));
             }
         }

@@ -54,7 +54,10 @@
 //!   conflict table is emptied. The per-stream address index then knows
 //!   only the recovered tails: `StreamAddresses` below the bootstrap's
 //!   `next` is incomplete (the answer says from where it is complete:
-//!   `complete_from`) and readers fall back to backpointers there.
+//!   `complete_from`) and readers fall back to backpointers there. Unless
+//!   the same incarnation served the epoch just before and resumes at or
+//!   above its own `next`: then nobody granted anything it does not know
+//!   of, and it keeps its index (and stream tails).
 //! - **Start.** [`Sequencer::new`] serves at once from address 0, at
 //!   epoch 0 and any higher request epoch, without bound: right only for a
 //!   brand-new, empty log outside any layout (tests, benchmarks). A
@@ -467,12 +470,22 @@ impl Sequencer {
             // A repeat (or a late copy) of the bootstrap in force.
             return Response::Sequencer(SequencerResponse::Done);
         }
+        // This incarnation served the epoch just before and resumes at or
+        // above where it stopped: nobody else granted anything since its
+        // index was complete, so the index stays complete (readers need
+        // no backpointers across a reconfiguration that kept the
+        // sequencer). Otherwise it knows only the recovered tails.
+        let keeps_index = epoch.checked_sub(1).is_some()
+            && self.bootstrapped_at == epoch.checked_sub(1)
+            && next >= self.next;
         self.next = next;
         self.bound = bound;
         self.conflicts.reset(next);
-        self.stream_tails.clear();
-        self.stream_index.clear();
-        self.index_complete_from = next;
+        if !keeps_index {
+            self.stream_tails.clear();
+            self.stream_index.clear();
+            self.index_complete_from = next;
+        }
         for &(stream, tail) in stream_tails {
             let known = self.stream_tails.entry(stream).or_insert(tail);
             *known = (*known).max(tail);

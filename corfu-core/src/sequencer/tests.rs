@@ -780,6 +780,53 @@ fn rule_bootstrap_resumes_above_every_recovered_tail() {
     );
 }
 
+/// Rule: a sequencer bootstrapped again right after the epoch it served,
+/// at or above its own next address, keeps its stream index complete; one
+/// that skipped an epoch (another sequencer served it) or resumes below
+/// what it granted knows only the recovered tails.
+#[test]
+fn rule_a_sequencer_kept_across_one_reconfiguration_keeps_its_index() {
+    let complete_from = |seq: &mut Sequencer| match answer(seq.handle(
+        seq.epoch(),
+        SequencerRequest::StreamAddresses {
+            stream: stream(1),
+            from: 0,
+            to: u64::MAX,
+        },
+    )) {
+        SequencerResponse::Addresses { complete_from, .. } => complete_from,
+        other => panic!("expected addresses, got {other:?}"),
+    };
+    let mut seq = sequencer();
+    assert_eq!(boot(&mut seq, 1, 0, &[]), DONE);
+    for _ in 0..3 {
+        grant(&mut seq, 1, 1, &[stream(1)]);
+        grant(&mut seq, 1, 1, &[stream(2)]);
+    }
+    // Epoch 2 keeps this sequencer; it resumes past a void [6, 10).
+    assert_eq!(
+        boot(&mut seq, 2, 10, &[(stream(1), 4), (stream(2), 3)]),
+        DONE
+    );
+    assert_eq!(complete_from(&mut seq), 0);
+    grant(&mut seq, 2, 1, &[stream(1)]);
+    assert_eq!(
+        addresses(&mut seq, stream(1), 0, u64::MAX),
+        vec![0, 2, 4, 10]
+    );
+    // Epoch 3 went to another sequencer; this one comes back in epoch 4.
+    assert!(sealed(&seal(&mut seq, 2, 3)));
+    assert_eq!(boot(&mut seq, 4, 20, &[(stream(1), 15)]), DONE);
+    assert_eq!(complete_from(&mut seq), 20);
+    assert_eq!(addresses(&mut seq, stream(1), 0, u64::MAX), vec![15]);
+    // Resuming below its own next (granted addresses handed out again)
+    // drops the index too.
+    grant(&mut seq, 4, 5, &[stream(1)]);
+    assert_eq!(boot(&mut seq, 5, 22, &[(stream(1), 21)]), DONE);
+    assert_eq!(complete_from(&mut seq), 22);
+    assert_eq!(addresses(&mut seq, stream(1), 0, u64::MAX), vec![21]);
+}
+
 /// Rule: the seal's answer bounds what the sequencer granted, and a
 /// bootstrap comes only from the seal it follows: same incarnation, sealed
 /// at its epoch, once (a repeat changes nothing).
