@@ -10,6 +10,12 @@ use corfu_core::reconfig::{Change, Reconfigured, Reconfigurer};
 
 use crate::cluster::{layout_json, layout_summary};
 
+/// Test hook: when this environment variable is set, a reconfiguring
+/// `corfu layout` command seals the next epoch, prints `sealed epoch N;
+/// holding (CORFU_TEST_HOLD_AFTER_SEAL)` to stderr and waits forever
+/// instead of proposing the layout (`tests/fault_kill.rs` kills it there).
+pub const HOLD_AFTER_SEAL: &str = "CORFU_TEST_HOLD_AFTER_SEAL";
+
 /// `corfu layout` subcommands.
 #[derive(clap::Subcommand, Debug)]
 pub enum LayoutCommand {
@@ -95,7 +101,12 @@ pub async fn run(command: LayoutCommand) -> anyhow::Result<()> {
         ),
     };
     let config = ClientConfig::load(&args.cluster)?;
-    let engine = Reconfigurer::new(config.endpoint()?, config.layout_servers.clone());
+    let mut engine = Reconfigurer::new(config.endpoint()?, config.layout_servers.clone());
+    // Test hook: stop between the seal and the proposal (a reconfigurer
+    // that dies half-way; see `Reconfigurer::hold_after_seal`).
+    if std::env::var_os(HOLD_AFTER_SEAL).is_some() {
+        engine = engine.hold_after_seal();
+    }
     let Some(mut change) = change else {
         let layout = engine.current().await?;
         if args.json {

@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 
 use corfu::core::layout::Layout;
 use corfu::core::layout::NodeAddr;
-use corfu::core::reconfig::{Change, Reconfigurer};
-use corfu::core::wire::logunit::{AddressedEntry, Entry, LogUnitRequest};
+use corfu::core::reconfig::{merge_tails, Change, Reconfigurer};
+use corfu::core::wire::logunit::{AddressedEntry, Entry, LogUnitRequest, LogUnitResponse};
 use corfu::core::wire::{Request, Response, ServerErrorKind};
 use support::cluster::*;
 use support::{corfu_command, within};
@@ -623,4 +623,96 @@ async fn a_half_done_seal_with_a_paused_unit_removes_the_unit() {
     let last = load.finish(&cluster.config).await;
     assert_eq!(chain_ids(&last), ["n1", "n2"]);
     let _ = cluster.nodes[2].child.kill();
+}
+
+/// Runs `corfu layout seal` with the test hook `CORFU_TEST_HOLD_AFTER_SEAL`
+/// against `cluster` and waits (up to 15 s) until it says it sealed and is
+/// holding; returns the process and the epoch it sealed.
+async fn seal_and_hold(cluster: &Cluster) -> (std::process::Child, u64) {
+    use std::io::BufRead;
+    let mut cli = corfu_command()
+        .args(["layout", "seal", "--cluster"])
+        .arg(&cluster.cluster_toml)
+        .env(corfu::layout_cli::HOLD_AFTER_SEAL, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = cli.stderr.take().unwrap();
+    let held = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = plain(&line.unwrap());
+            if let Some(rest) = line.strip_prefix("sealed epoch ") {
+                if let Some(n) = rest.strip_suffix("; holding (CORFU_TEST_HOLD_AFTER_SEAL)") {
+                    return Ok(n.parse::<u64>().unwrap());
+                }
+            }
+            seen.push(line);
+        }
+        Err(seen)
+    });
+    let held = within(15, "corfu layout seal holds after its seal", held).await;
+    match held.unwrap() {
+        Ok(epoch) => (cli, epoch),
+        Err(seen) => {
+            let status = cli.wait().unwrap();
+            panic!("corfu layout seal ended ({status}) without holding: {seen:?}")
+        }
+    }
+}
+
+/// Issue 16, item 2, with a real reconfiguring process: `corfu layout seal`
+/// run with the test hook seals every unit and the sequencer at `e + 1`,
+/// stops before proposing, and is SIGKILLed there. Nobody runs a command:
+/// the detectors must finish (or supersede) the half-done epoch, and every
+/// append is acknowledged with the history intact. Prints how long after
+/// the kill appends are acknowledged again (the issue's target: within the
+/// failure timeout + 500 ms; not asserted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reconfigurer_killed_between_seal_and_proposal_is_finished_without_a_command() {
+    let _turn = TURN.lock().await;
+    let cluster = start_cluster(&[1], false).await;
+    let load = Load::start(&cluster.config).await;
+    load.resume(300, "appends before the seal").await;
+    let started = Instant::now();
+    let (mut cli, sealed) = seal_and_hold(&cluster).await;
+    let held_at = Instant::now();
+    assert_eq!(sealed, cluster.first.epoch + 1);
+    // Half-done: every unit serves epoch `sealed` (it was sealed into it);
+    // their tails bound what was written in the epoch before, so an
+    // acknowledgement at or above them is one of a new epoch.
+    let endpoint = cluster.config.endpoint().unwrap();
+    let mut tails = Vec::new();
+    for unit in cluster.first.all_log_units() {
+        let request = Request::LogUnit(LogUnitRequest::Tail);
+        match endpoint.peer(&unit.addr).call(sealed, request).await {
+            Ok(Response::LogUnit(LogUnitResponse::Tails(t))) => tails.push(t),
+            other => panic!("{} at epoch {sealed}: {other:?}", unit.node_id),
+        }
+    }
+    let (tail, _) = merge_tails(&tails);
+    cli.kill().unwrap();
+    let killed_at = Instant::now();
+    cli.wait().unwrap();
+    load.resume(300, "appends after the reconfigurer was killed")
+        .await;
+    let first = load
+        .first_ack_from(held_at, tail)
+        .expect("an append acknowledged in a new epoch");
+    eprintln!(
+        "corfu layout seal held after sealing epoch {sealed} ({} ms after it started), SIGKILLed {} ms later: \
+         first append of a new epoch (address >= {tail}) acknowledged {} ms after the kill ({} ms after the seal), \
+         300 more {} ms after the kill (target: failure_timeout_ms {FAILURE_TIMEOUT_MS} + 500 ms)",
+        (held_at - started).as_millis(),
+        (killed_at - held_at).as_millis(),
+        first.saturating_duration_since(killed_at).as_millis(),
+        (first - held_at).as_millis(),
+        killed_at.elapsed().as_millis(),
+    );
+    let last = load.finish(&cluster.config).await;
+    eprintln!("layout in force at the end: epoch {}", last.epoch);
+    assert!(last.epoch >= sealed, "{last:?}");
+    assert_eq!(chain_ids(&last), ["n1", "n2", "n3"], "{last:?}");
 }

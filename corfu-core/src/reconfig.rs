@@ -472,6 +472,7 @@ pub struct Reconfigurer {
     seal_timeout: Duration,
     epoch_bound: Option<Epoch>,
     keep_answering: bool,
+    hold_after_seal: bool,
 }
 
 impl Reconfigurer {
@@ -485,7 +486,19 @@ impl Reconfigurer {
             seal_timeout: Duration::from_millis(500),
             epoch_bound: None,
             keep_answering: false,
+            hold_after_seal: false,
         }
+    }
+
+    /// Test hook (the `corfu` CLI sets it when `CORFU_TEST_HOLD_AFTER_SEAL`
+    /// is set): once the seal of the units and sequencers succeeded and
+    /// before anything is proposed, print `sealed epoch N; holding
+    /// (CORFU_TEST_HOLD_AFTER_SEAL)` to stderr and wait forever, so a test
+    /// can kill a reconfiguring process between its seal and its proposal.
+    #[doc(hidden)]
+    pub fn hold_after_seal(mut self) -> Reconfigurer {
+        self.hold_after_seal = true;
+        self
     }
 
     /// A node being removed that acknowledges the seal is kept after all
@@ -769,6 +782,10 @@ impl Reconfigurer {
                 Step::Join { .. } => Vec::new(),
             };
             let sealed = self.seal(&current, epoch, &excused).await?;
+            if self.hold_after_seal {
+                eprintln!("sealed epoch {epoch}; holding (CORFU_TEST_HOLD_AFTER_SEAL)");
+                std::future::pending::<()>().await;
+            }
             let (tail, stream_tails) = merge_tails(&sealed.tails);
             let tail = tail.max(floor);
             let mut proposal = match step {
