@@ -64,7 +64,7 @@ use std::time::{Duration, Instant};
 use futures_util::future::join_all;
 
 use crate::layout::{Grants, Layout, LayoutError, NodeAddr, Stripe};
-use crate::layout_service::proposer::{fetch_layout, ProposeError, Proposer};
+use crate::layout_service::proposer::{fetch_layout_counted, ProposeError, Proposer};
 use crate::sequencer::lease;
 use crate::state_transfer::{
     parts_to_transfer, ChainPart, StateTransfer, TransferError, TransferReport,
@@ -531,7 +531,12 @@ impl Reconfigurer {
     /// (a client config's list) name a server the layout does not list:
     /// the config belongs to another cluster or is out of date.
     pub async fn current(&self) -> Result<Layout, ReconfigError> {
-        let layout = fetch_layout(&self.endpoint, &self.layout_servers).await?;
+        Ok(self.current_counted().await?.0)
+    }
+
+    /// [`Reconfigurer::current`], and how many layout servers answered.
+    async fn current_counted(&self) -> Result<(Layout, usize), ReconfigError> {
+        let (layout, reached) = fetch_layout_counted(&self.endpoint, &self.layout_servers).await?;
         if let Some(stray) = self
             .layout_servers
             .iter()
@@ -548,7 +553,7 @@ impl Reconfigurer {
                     .join(", ")
             )));
         }
-        Ok(layout)
+        Ok((layout, reached))
     }
 
     /// Seals the current epoch, decides the next layout for `change`, and
@@ -725,7 +730,7 @@ impl Reconfigurer {
     async fn step(&self, step: Step<'_>) -> Result<Reconfigured, ReconfigError> {
         let started = Instant::now();
         for attempt in 0..ATTEMPTS_MAX {
-            let current = self.current().await?;
+            let (current, reached) = self.current_counted().await?;
             if step.done_in(&current, attempt)? {
                 // Someone made the change already. Its engine bootstraps the
                 // sequencer; a bootstrap from here could not be told apart
@@ -746,6 +751,17 @@ impl Reconfigurer {
                     bound,
                     current: current.epoch,
                 });
+            }
+            // Without a majority of layout servers no layout can be decided:
+            // sealing would only stop the units serving the current epoch.
+            let needed = current.layout_servers.len() / 2 + 1;
+            if reached < needed {
+                return Err(ReconfigError::Layout(ProposeError::NoMajority {
+                    reached,
+                    needed,
+                    total: current.layout_servers.len(),
+                    errors: "checked before sealing: nothing was sealed".into(),
+                }));
             }
             let epoch = current.epoch.saturating_add(1);
             // A change `plan` refuses is refused before any seal: units
