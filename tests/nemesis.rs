@@ -54,8 +54,12 @@
 //! make the same).
 //!
 //! `cargo test --release --test nemesis` runs a short schedule (40 s of
-//! faults; `CORFU_NEMESIS_SECS` overrides it); `-- --ignored --nocapture`
-//! a long one (10 minutes).
+//! faults of every kind, chain members included; `CORFU_NEMESIS_SECS`
+//! overrides it); `-- --ignored --nocapture a_long` a long one (10
+//! minutes). The regression seeds found so far are ignored tests too.
+//! Set `CORFU_NEMESIS_TRACE` to a tracing filter for the test's own
+//! clients (`RUST_LOG` reaches the node processes); on failure the nodes'
+//! logs are written to a temporary directory, named in the output.
 
 mod support;
 
@@ -158,35 +162,36 @@ struct Schedule {
     x: u8,
 }
 
-/// The CI schedule. Without chain faults: with them, adding a node back
-/// fails (see [`REGRESSION_ADD_NODE`]); and without partitions between
-/// nodes (isolate, minority-cut): isolating n5 once took the live n1 and
-/// n2 out of the chain (see [`REGRESSION_ISOLATE`]), and adding them back
-/// runs into the same failure.
+/// The CI schedule: every kind of fault, chain members included, for
+/// 40 s (about 50-60 s in all with the checks).
 const SHORT: Schedule = Schedule {
     name: "short",
     faults_for: Duration::from_secs(40),
-    kinds: &[Kind::Kill, Kind::Pause, Kind::ClientCut, Kind::DoubleKill],
-    chain_faults: false,
+    kinds: &EVERY_KIND,
+    chain_faults: true,
     x: 31,
 };
 
-/// Every kind of fault, chain members spared, for 40 s.
-const SHORT_WITH_PARTITIONS: Schedule = Schedule {
-    name: "short-with-partitions",
+/// Every kind of fault, chain members spared, for 40 s (the schedule
+/// [`REGRESSION_ISOLATE`] was found with).
+const SHORT_WITHOUT_CHAIN_FAULTS: Schedule = Schedule {
+    name: "short-without-chain-faults",
     faults_for: Duration::from_secs(40),
     kinds: &EVERY_KIND,
     chain_faults: false,
     x: 34,
 };
 
-/// A seed whose schedule without chain faults isolates n5 (neither chain
-/// member nor active sequencer) for 1.7 s at epoch 2 (chain n1 -> n2 ->
-/// n3, sequencers n3, n1, n2, n4, n5): after the heal the layout is epoch
-/// 6 with n1 and n2 out of the chain and the sequencers (n5, the isolated
-/// one, still listed). Adding n2 back works; adding n1 back fails five
-/// times with the state transfer error of [`REGRESSION_ADD_NODE`]. Seen
-/// once (one run).
+/// A seed whose schedule without chain faults isolated n5 (neither chain
+/// member nor active sequencer) for 1.7 s at epoch 2: after the heal the
+/// layout was epoch 6 with n1 and n2 out of the chain. n5's detector,
+/// cut off, kept retrying a removal of the nodes it could not hear; the
+/// retry in flight at the heal sealed the live n1 and n2 with 200 ms to
+/// answer while the others' seals, retransmitted after the heal, got
+/// 500 ms. Fixed (the detector forgets what it saw while it could not
+/// read the layout from a majority; nodes being removed get the others'
+/// timeout); deterministic test: `partitions`'
+/// `an_isolated_standby_changes_nothing`. Seen once.
 const REGRESSION_ISOLATE: u64 = 1299945345426960725;
 
 const LONG: Schedule = Schedule {
@@ -197,22 +202,14 @@ const LONG: Schedule = Schedule {
     x: 32,
 };
 
-/// Every fault, chain members included, for 50 s.
-const SHORT_WITH_CHAIN_FAULTS: Schedule = Schedule {
-    name: "short-with-chain-faults",
-    faults_for: Duration::from_secs(50),
-    kinds: &EVERY_KIND,
-    chain_faults: true,
-    x: 33,
-};
-
-/// A seed whose schedule, with chain faults, kills n2 (middle; added back
-/// as the tail, epoch 4), then isolates n2 (now the tail) for 2.8 s: it
-/// is removed, and `corfu layout add-node n2` then fails five times in a
-/// row with `state transfer to n2 failed: state transfer: n3 answered
-/// Reads([(3584, ...` (the source's answer to a read does not match the
-/// addresses asked; "the node stays in the open segment"). Twice out of
-/// two runs (the first run: n3 instead of n2, answer from n2 at 11264).
+/// A seed whose schedule, with chain faults, killed n2 (middle; added back
+/// as the tail, epoch 4), then isolated n2 (now the tail) for 2.8 s: it
+/// was removed, and `corfu layout add-node n2` then failed five times in
+/// a row with `state transfer to n2 failed: state transfer: n3 answered
+/// Reads([(3584, ...`: the part to copy held a void, whose addresses the
+/// batch left out while still reading it as one range. Fixed;
+/// deterministic test: `state_transfer`'s
+/// `a_part_with_a_void_inside_is_transferred`. Twice out of two runs.
 const REGRESSION_ADD_NODE: u64 = 12207526767398135396;
 
 fn node_number(id: &str) -> usize {
@@ -872,7 +869,6 @@ async fn nemesis(schedule: &Schedule, seed: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not in CI yet: a 50 s schedule once hung for minutes after its faults (suspected: the idle observer catching up on the whole log), unconfirmed"]
 async fn a_short_nemesis_schedule_finds_no_anomaly() {
     nemesis(&SHORT, seed()).await;
 }
@@ -883,29 +879,16 @@ async fn a_long_nemesis_schedule_finds_no_anomaly() {
     nemesis(&LONG, seed()).await;
 }
 
+/// The seed [`REGRESSION_ADD_NODE`] (about a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "chain faults: fails while adding a node back fails (REGRESSION_ADD_NODE)"]
-async fn a_short_nemesis_schedule_with_chain_faults_finds_no_anomaly() {
-    nemesis(&SHORT_WITH_CHAIN_FAULTS, seed()).await;
-}
-
-/// The seed [`REGRESSION_ADD_NODE`]: fails with `add-node n2 failed 5
-/// times` (a product bug, not fixed here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "regression: add-node's state transfer fails after a second removal (product bug)"]
+#[ignore = "a regression seed: run with --ignored"]
 async fn regression_add_node_state_transfer_fails_after_a_second_removal() {
-    nemesis(&SHORT_WITH_CHAIN_FAULTS, REGRESSION_ADD_NODE).await;
+    nemesis(&SHORT, REGRESSION_ADD_NODE).await;
 }
 
+/// The seed [`REGRESSION_ISOLATE`] (about a minute).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "partitions between nodes: fails while isolating a node can remove live chain members (REGRESSION_ISOLATE)"]
-async fn a_short_nemesis_schedule_with_partitions_finds_no_anomaly() {
-    nemesis(&SHORT_WITH_PARTITIONS, seed()).await;
-}
-
-/// The seed [`REGRESSION_ISOLATE`] (a product bug, not fixed here).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "regression: isolating n5 removed the live n1 and n2 (product bug)"]
+#[ignore = "a regression seed: run with --ignored"]
 async fn regression_isolating_a_standby_removes_live_chain_members() {
-    nemesis(&SHORT_WITH_PARTITIONS, REGRESSION_ISOLATE).await;
+    nemesis(&SHORT_WITHOUT_CHAIN_FAULTS, REGRESSION_ISOLATE).await;
 }

@@ -35,10 +35,10 @@
 //!   sent before the stall: a resumed node does not accuse the peers it
 //!   could not hear while it was stopped. Likewise a detector whose layout
 //!   read (each probe interval) reaches no majority of the layout servers
-//!   is cut off itself, or the cluster cannot reconfigure anyway: it
-//!   forgets its evidence, starts nothing, and from the second such read
-//!   in a row stops the reconfiguration it has in flight, so nothing it
-//!   saw from a minority side is acted on once the partition heals. A removal that did not go through
+//!   starts nothing; if that lasts a whole failure timeout, it is cut off
+//!   itself (or the cluster cannot reconfigure anyway): it forgets its
+//!   evidence and stops the reconfiguration it has in flight, so nothing
+//!   it saw from a minority side is acted on once the partition heals. A removal that did not go through
 //!   is retried at most once per failure timeout. A node being removed
 //!   that acknowledges the removal's seal is kept
 //!   ([`Reconfigurer::keep_removed_that_answer`]): a detector cut off in a
@@ -405,8 +405,8 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
     let mut serving = ProbeBook::new(timeout);
     let mut status_probes: JoinSet<(String, Instant, bool)> = JoinSet::new();
     let mut reactions: JoinSet<(String, Result<Reconfigured, ReconfigError>)> = JoinSet::new();
-    // Ticks in a row whose layout read reached no majority.
-    let mut cut_off = 0u32;
+    // Since when every layout read reached no majority.
+    let mut cut_off_since: Option<Instant> = None;
     let mut interval = tokio::time::interval(config.probe_interval());
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -486,21 +486,24 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
             Err(_) => tracing::debug!(node = %me, "failure detector: layout read timed out"),
         }
         if majority {
-            cut_off = 0;
+            cut_off_since = None;
         } else {
-            // Cut off from a majority of layout servers (or them down): no
-            // reconfiguration can be decided from here, and what the probes
-            // saw may be this node's own isolation. The evidence is
-            // forgotten, and after a second such tick in a row the
-            // reconfigurations in flight are stopped, so none runs on once
-            // the links come back against nodes that were alive all along.
-            cut_off += 1;
-            book.forget(now);
-            ahead.forget(now);
-            serving.forget(now);
-            if cut_off == 2 && !reactions.is_empty() {
-                tracing::info!(node = %me, "failure detector: cut off from a majority of layout servers; stopping its reconfiguration");
-                reactions.abort_all();
+            // Cut off from a majority of layout servers (or them down, or
+            // slow): nothing is started this tick. Cut off for a whole
+            // failure timeout, this node is the isolated one or no layout
+            // can be decided: what the probes saw may be its own isolation,
+            // so the evidence is forgotten and the reconfiguration in flight
+            // stopped, so none runs on once the links come back against
+            // nodes alive all along. (One slow read forgets nothing.)
+            let since = *cut_off_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= timeout {
+                book.forget(now);
+                ahead.forget(now);
+                serving.forget(now);
+                if !reactions.is_empty() {
+                    tracing::info!(node = %me, "failure detector: cut off from a majority of layout servers; stopping its reconfiguration");
+                    reactions.abort_all();
+                }
             }
         }
         let Some(current) = &layout else { continue };
@@ -546,7 +549,7 @@ async fn run(config: DetectorConfig, me: String, own_addr: String, endpoint: Cli
                 });
             }
         }
-        if !reactions.is_empty() || cut_off > 0 {
+        if !reactions.is_empty() || cut_off_since.is_some() {
             continue;
         }
         let now = Instant::now();

@@ -754,7 +754,21 @@ impl Reconfigurer {
             }
             // Without a majority of layout servers no layout can be decided:
             // sealing would only stop the units serving the current epoch.
+            // Counted among the layout's servers (the config may list only
+            // some of them).
             let needed = current.layout_servers.len() / 2 + 1;
+            let mut reached = reached;
+            if reached < needed || self.layout_servers.len() != current.layout_servers.len() {
+                let all: Vec<String> = current
+                    .layout_servers
+                    .iter()
+                    .map(|n| n.addr.clone())
+                    .collect();
+                reached = match fetch_layout_counted(&self.endpoint, &all).await {
+                    Ok((_, n)) => n,
+                    Err(_) => 0,
+                };
+            }
             if reached < needed {
                 return Err(ReconfigError::Layout(ProposeError::NoMajority {
                     reached,

@@ -162,7 +162,8 @@ struct Walked {
 
 /// Streams whose walks are kept (all are dropped when more come).
 const WALKS_STREAMS_MAX: usize = 64;
-/// The largest walk kept, in addresses.
+/// Addresses kept in all (8 MiB): a larger walk is not kept, and one that
+/// would not fit drops the others.
 const WALK_ADDRESSES_MAX: usize = 1 << 20;
 
 impl Walks {
@@ -181,7 +182,9 @@ impl Walks {
         if found.len() > WALK_ADDRESSES_MAX {
             return;
         }
-        if self.by_stream.len() >= WALKS_STREAMS_MAX && !self.by_stream.contains_key(&stream) {
+        self.by_stream.remove(&stream);
+        let held: usize = self.by_stream.values().map(|w| w.found.len()).sum();
+        if self.by_stream.len() >= WALKS_STREAMS_MAX || held + found.len() > WALK_ADDRESSES_MAX {
             self.by_stream.clear();
         }
         found.sort_unstable();
@@ -1131,6 +1134,7 @@ impl LogClient {
         let mut current = start;
         loop {
             let backpointer = match self.read(current).await? {
+                ReadOutcome::Unwritten => return Err(ClientError::Unwritten { address: current }),
                 ReadOutcome::Data(entry) => entry
                     .streams
                     .iter()
@@ -1150,10 +1154,19 @@ impl LogClient {
                 None => {
                     tracing::debug!(current, from, "stream backpointers broken; scanning");
                     for (address, outcome) in self.read_range(from, current).await? {
-                        if let ReadOutcome::Data(entry) = outcome {
-                            if entry.streams.iter().any(|h| h.stream == stream) {
-                                found.push(address);
+                        match outcome {
+                            ReadOutcome::Data(entry) => {
+                                if entry.streams.iter().any(|h| h.stream == stream) {
+                                    found.push(address);
+                                }
                             }
+                            // A hole left open (`HoleFillPolicy::Never`):
+                            // what it will hold is unknown, and a walk is
+                            // kept once it succeeds.
+                            ReadOutcome::Unwritten => {
+                                return Err(ClientError::Unwritten { address })
+                            }
+                            ReadOutcome::Junk | ReadOutcome::Trimmed => {}
                         }
                     }
                     return Ok(found);

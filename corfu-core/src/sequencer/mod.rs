@@ -57,7 +57,8 @@
 //!   `complete_from`) and readers fall back to backpointers there. Unless
 //!   the same incarnation served the epoch just before and resumes at or
 //!   above its own `next`: then nobody granted anything it does not know
-//!   of, and it keeps its index (and stream tails).
+//!   of, and it keeps its index (its stream tails are the recovered ones
+//!   still: its own last grants may lie in the void).
 //! - **Start.** [`Sequencer::new`] serves at once from address 0, at
 //!   epoch 0 and any higher request epoch, without bound: right only for a
 //!   brand-new, empty log outside any layout (tests, benchmarks). A
@@ -482,10 +483,14 @@ impl Sequencer {
         self.bound = bound;
         self.conflicts.reset(next);
         if !keeps_index {
-            self.stream_tails.clear();
             self.stream_index.clear();
             self.index_complete_from = next;
         }
+        // The tails (the backpointers of the next grants) are the recovered
+        // ones even with the index kept: a grant still in flight at the
+        // seal lies in the void, and a backpointer there would send a later
+        // backpointer walk to a scan.
+        self.stream_tails.clear();
         for &(stream, tail) in stream_tails {
             let known = self.stream_tails.entry(stream).or_insert(tail);
             *known = (*known).max(tail);

@@ -814,6 +814,12 @@ fn rule_a_sequencer_kept_across_one_reconfiguration_keeps_its_index() {
         addresses(&mut seq, stream(1), 0, u64::MAX),
         vec![0, 2, 4, 10]
     );
+    // Stream 2's last grant (5) never reached the log (it is in the void):
+    // the next backpointer is the recovered tail, not 5.
+    assert_eq!(
+        grant(&mut seq, 2, 1, &[stream(2)]),
+        (11, vec![(stream(2), Some(3))])
+    );
     // Epoch 3 went to another sequencer; this one comes back in epoch 4.
     assert!(sealed(&seal(&mut seq, 2, 3)));
     assert_eq!(boot(&mut seq, 4, 20, &[(stream(1), 15)]), DONE);
