@@ -732,3 +732,49 @@ async fn a_killed_append_process_leaves_holes_that_readers_fill() {
     );
     setup.shutdown().await;
 }
+
+/// Review finding: with `HoleFillPolicy::Never`, a stream read below the
+/// sequencer's complete index walks the backpointers, meets a hole left
+/// open and scans below it; the scan skipped another hole of the stream
+/// (a write that reached the chain head only), and the walk's result was
+/// kept: once that write completed, the same client's stream reads kept
+/// missing it. The walk now fails at the hole and keeps nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_meeting_an_open_hole_keeps_nothing() {
+    let mut setup = start(3, Shape::default()).await;
+    let never = setup.client(HoleFillPolicy::Never, 50).await;
+    let s = StreamId::from_name("open-holes");
+    let a0 = never.append(b"a0".to_vec(), &[s]).await.unwrap();
+    let a1 = never.append(b"a1".to_vec(), &[s]).await.unwrap();
+    // b: written to the chain's head only; c: taken and never written.
+    let (b, b_entry) = single(setup.raw.token(1, &[s], |_| b"b".to_vec()).await);
+    let chain = setup.raw.chain(b);
+    assert_eq!(setup.raw.write(&chain[0], b, &b_entry).await, WriteOutcome::Ok);
+    let (c, _) = single(setup.raw.token(1, &[s], |_| b"c".to_vec()).await);
+    let a2 = never.append(b"a2".to_vec(), &[s]).await.unwrap();
+    // The sequencer's node restarts: its index knows only the tails.
+    setup.cluster.stop_node(0).await.unwrap();
+    setup.cluster.restart_node(0).await.unwrap();
+    let layout = setup.cluster.bootstrap(Shape::default()).await.unwrap();
+    let raw = Raw::new(setup.config.endpoint().unwrap(), layout);
+
+    let tail = within(20, "the tail", never.tail()).await.unwrap();
+    match within(20, "a stream read over open holes", never.read_stream(s, 0, tail)).await {
+        Err(ClientError::Unwritten { address }) => assert!(address == b || address == c),
+        other => panic!("a stream read over open holes: {other:?}"),
+    }
+    // c is junked; b's write is completed down its chain (acknowledged).
+    let filler = setup.client(HoleFillPolicy::Immediately, 50).await;
+    assert_eq!(filler.fill(c).await.unwrap(), ReadOutcome::Junk);
+    for unit in &chain[1..] {
+        assert_eq!(raw.write(unit, b, &b_entry).await, WriteOutcome::Ok);
+    }
+    let read: Vec<Address> = within(20, "the stream again", never.read_stream(s, 0, tail))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert_eq!(read, vec![a0, a1, b, a2]);
+    setup.shutdown().await;
+}
