@@ -749,7 +749,10 @@ async fn a_walk_meeting_an_open_hole_keeps_nothing() {
     // b: written to the chain's head only; c: taken and never written.
     let (b, b_entry) = single(setup.raw.token(1, &[s], |_| b"b".to_vec()).await);
     let chain = setup.raw.chain(b);
-    assert_eq!(setup.raw.write(&chain[0], b, &b_entry).await, WriteOutcome::Ok);
+    assert_eq!(
+        setup.raw.write(&chain[0], b, &b_entry).await,
+        WriteOutcome::Ok
+    );
     let (c, _) = single(setup.raw.token(1, &[s], |_| b"c".to_vec()).await);
     let a2 = never.append(b"a2".to_vec(), &[s]).await.unwrap();
     // The sequencer's node restarts: its index knows only the tails.
@@ -759,7 +762,13 @@ async fn a_walk_meeting_an_open_hole_keeps_nothing() {
     let raw = Raw::new(setup.config.endpoint().unwrap(), layout);
 
     let tail = within(20, "the tail", never.tail()).await.unwrap();
-    match within(20, "a stream read over open holes", never.read_stream(s, 0, tail)).await {
+    match within(
+        20,
+        "a stream read over open holes",
+        never.read_stream(s, 0, tail),
+    )
+    .await
+    {
         Err(ClientError::Unwritten { address }) => assert!(address == b || address == c),
         other => panic!("a stream read over open holes: {other:?}"),
     }

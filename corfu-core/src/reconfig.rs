@@ -801,7 +801,8 @@ impl Reconfigurer {
                         addr: node.addr.clone(),
                         reason: format!(
                             "it holds addresses up to {global} from an earlier membership; add it \
-                             as a chain member (the state transfer checks them) or empty its data directory"
+                             as a chain member (the state transfer checks them) or empty the log directory `log` of its \
+                             data directory (keep `layout`)"
                         ),
                     });
                 }

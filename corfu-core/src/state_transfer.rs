@@ -216,7 +216,7 @@ impl TransferReport {
 pub enum TransferError {
     /// The unit holds another value than the log at an address: it kept a
     /// write from an earlier membership that was never acknowledged.
-    #[error("node {node} holds {held} at address {address} where the log holds {log}: it kept a write that was never acknowledged (empty its data directory before adding it again)")]
+    #[error("node {node} holds {held} at address {address} where the log holds {log}: it kept a write that was never acknowledged (empty the log directory `log` of its data directory before adding it again, and keep `layout`: a layout server's promises must survive)")]
     Diverged {
         /// The unit.
         node: String,
